@@ -1,0 +1,59 @@
+"""Top-level pytest configuration: markers, the artefact cache, and shared session fixtures.
+
+Expensive artefacts (synthetic checkpoints, ONNX files, engines) are built once and cached on disk
+under `.artifact-cache/` (or `$LSEG_CACHE_DIR`), keyed by what determines them, so a second test run
+reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("LSEG_CACHE_DIR", str(ROOT / ".artifact-cache"))
+
+MARKERS = {
+    "fidelity": "asserts cosine / L2 / label agreement of an artefact against the PyTorch fp32 encoder",
+    "benchmark": "latency measurement (pytest-benchmark); run with --benchmark-only",
+    "gpu": "needs a CUDA GPU; skipped with the reason elsewhere",
+    "trt": "TensorRT / TensorRT-RTX engine build or execution",
+    "slow": "full-size ViT-L/16 work (tens of seconds on 2 cores)",
+    "cpp": "builds and runs the C++ runner",
+}
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> Path:
+    from lseg_encoder.synthetic import default_synthetic_checkpoint
+
+    return default_synthetic_checkpoint("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_checkpoint):
+    from lseg_encoder import load_encoder
+
+    return load_encoder(tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def vitl16_checkpoint() -> Path:
+    """The full-size synthetic ViT-L/16 checkpoint (~1.3 GB, written once into the cache)."""
+    from lseg_encoder.synthetic import default_synthetic_checkpoint
+
+    return default_synthetic_checkpoint("clip_vitl16_384")
+
+
+@pytest.fixture(scope="session")
+def vitl16_encoder(vitl16_checkpoint):
+    from lseg_encoder import load_encoder
+
+    return load_encoder(vitl16_checkpoint)

@@ -1,0 +1,117 @@
+"""One runner interface over every backend (PyTorch, ONNX Runtime, TensorRT, AOTInductor, ...).
+
+Lifecycle (after Polygraphy's runners): construct cheaply; acquire heavy resources in `activate()`
+(or `with runner:`); `infer(x)` validates the input against `input_spec` and the backbone's size rule,
+then calls the backend's `_infer_impl`. A backend is a small subclass that overrides `_activate_impl`,
+`_deactivate_impl` and `_infer_impl`, so callers (fidelity, benchmarks, segmentation, CLI) never
+change when a backend is added.
+
+`activate()` raises `BackendUnavailable` with the exact reason when the backend cannot run on this
+machine (no CUDA, unsupported GPU, package missing); the test layer turns that into a skip.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+
+from ..configs import EncoderConfig
+from ..errors import InputSizeError, LsegError
+from ..sizes import check_size
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The runner's single input. `None` in `shape` = dynamic; `min_shape`/`max_shape` bound a
+    dynamic profile where the backend has one (TensorRT)."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int | None, int | None, int | None, int | None]
+    min_shape: tuple[int, int, int, int] | None = None
+    max_shape: tuple[int, int, int, int] | None = None
+
+
+class Runner(abc.ABC):
+    """Base class of all backends. Subclasses set `backend`, `precision`, `config` and `device`."""
+
+    backend: str = "abstract"
+
+    def __init__(self, config: EncoderConfig, precision: str = "fp32", device: str | torch.device = "cpu"):
+        self.config = config
+        self.precision = precision
+        self.device = torch.device(device)
+        self.is_active = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def activate(self) -> Runner:
+        if not self.is_active:
+            self._activate_impl()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self._deactivate_impl()
+            self.is_active = False
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    # inference -----------------------------------------------------------------------------------
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec("image", torch.float32, (None, 3, None, None))
+
+    def infer(self, x: torch.Tensor, *, to_host: bool = True) -> torch.Tensor:
+        """x (B,3,H,W) float32, normalised -> features (B, out_dim, h, w) float32.
+
+        With `to_host=False` the result stays on the runner's device (no copy), for device-only
+        timing and for pipelines that keep working on the GPU.
+        """
+        if not self.is_active:
+            raise LsegError(f"runner {self.name} is not active; call activate() or use `with runner:`")
+        self.check_input(x)
+        out = self._infer_impl(x)
+        return out.cpu() if to_host else out
+
+    def check_input(self, x: torch.Tensor) -> None:
+        spec = self.input_spec
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputSizeError(f"{self.name}: expected a (B,3,H,W) tensor, got {shape}")
+        if x.dtype != spec.dtype:
+            raise LsegError(f"{self.name}: expected input dtype {spec.dtype}, got {x.dtype}")
+        check_size(self.config, int(x.shape[2]), int(x.shape[3]))
+        for axis, (want, got) in enumerate(zip(spec.shape, x.shape)):
+            if want is not None and want != got:
+                raise InputSizeError(f"{self.name}: input shape {tuple(x.shape)} does not match the static "
+                                     f"shape {spec.shape} (axis {axis})")
+        if spec.min_shape and spec.max_shape:
+            if any(g < lo or g > hi for g, lo, hi in zip(x.shape, spec.min_shape, spec.max_shape)):
+                raise InputSizeError(f"{self.name}: input shape {tuple(x.shape)} is outside the profile "
+                                     f"min {spec.min_shape} .. max {spec.max_shape}")
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # backend hooks -------------------------------------------------------------------------------
+    def _activate_impl(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def _deactivate_impl(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    @abc.abstractmethod
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        """x is validated; return the features on `self.device`."""

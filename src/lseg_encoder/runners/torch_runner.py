@@ -1,0 +1,60 @@
+"""PyTorch eager backends: the fp32 reference and fp16 autocast."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..errors import BackendUnavailable, LsegError
+from ..model import LSegEncoder
+from .base import Runner
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def require_device(device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("CUDA is not available (torch.cuda.is_available() is False)")
+
+
+class TorchRunner(Runner):
+    """Eager PyTorch. `encoder` is a module or a zero-argument loader (called on activate).
+
+    fp16/bf16 use autocast, which keeps LayerNorm, softmax and the final normalisation in fp32 and
+    runs matmuls/convs in the low precision: the same islands the fp16 ONNX graph carries.
+    """
+
+    backend = "torch"
+
+    def __init__(self, encoder: LSegEncoder | Callable[[], LSegEncoder], precision: str = "fp32",
+                 device: str | torch.device = "cpu", config=None):
+        if precision not in PRECISIONS:
+            raise LsegError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+        self._encoder_or_loader = encoder
+        cfg = encoder.config if isinstance(encoder, LSegEncoder) else config
+        if cfg is None:
+            raise LsegError("TorchRunner needs `config=` when given a loader instead of a module")
+        super().__init__(cfg, precision, device)
+        self.model: LSegEncoder | None = None
+
+    def _activate_impl(self) -> None:
+        require_device(self.device)
+        model = self._encoder_or_loader
+        if not isinstance(model, LSegEncoder):
+            model = model()
+        self.model = model.to(self.device, torch.float32).eval()
+
+    def _deactivate_impl(self) -> None:
+        self.model = None
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision == "fp32":
+            return self.model(x)
+        with torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision]):
+            return self.model(x).float()
+
+    @torch.inference_mode()
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x.to(self.device, non_blocking=True))
