@@ -28,6 +28,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         raise LsegError(f"cannot write {target}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artefacts get normal permissions
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -35,6 +38,17 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def ensure_writable_parent(target: str | os.PathLike) -> None:
+    """Fail before expensive work (an export, an engine build) if the output cannot be written."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LsegError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if not os.access(target.parent, os.W_OK):
+        raise LsegError(f"cannot write {target}: directory {target.parent} is not writable")
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> Path:

@@ -28,7 +28,7 @@ def sample_image_path() -> Path:
     return Path(str(resources.files("lseg_encoder").joinpath("data", "sample_cat.jpg")))
 
 
-def load_image(image) -> "PIL.Image.Image":  # noqa: F821
+def load_image(image) -> PIL.Image.Image:  # noqa: F821
     """A path, PIL image or HxWx3 uint8 array -> RGB PIL image (clear error for anything else)."""
     from PIL import Image, UnidentifiedImageError
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -50,7 +50,7 @@ def fill_value(key: str, shape, offset: int = 0) -> torch.Tensor:
     return z * (1.0 / math.sqrt(fan_in))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _packaged_layout(filename: str) -> tuple[tuple[str, tuple[int, ...], str], ...]:
     text = resources.files("lseg_encoder").joinpath("data", "layouts", filename).read_text()
     return tuple((k, tuple(shape), dtype) for k, shape, dtype in json.loads(text)["keys"])

@@ -86,12 +86,16 @@ class LSegEncoder(nn.Module):
         out["output"] = normalize_channels(head)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """head1 output before normalisation (what low-precision wrappers run in fp16)."""
         if not _tracing():
             check_size(self.config, int(x.shape[-2]), int(x.shape[-1]))
         _, layers = self.pretrained(x)
         _, head = self.scratch(layers)
-        return normalize_channels(head)
+        return head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize_channels(self.forward_head(x))
 
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """State dict under checkpoint key names (without `net.`)."""
@@ -99,10 +103,11 @@ class LSegEncoder(nn.Module):
 
 
 def normalize_channels(x: torch.Tensor) -> torch.Tensor:
-    """Plain division by the channel L2 norm (no eps), as LSeg does; computed in fp32 for low
-    precision inputs so that the norm cannot overflow fp16."""
+    """Plain division by the channel L2 norm (no eps), as LSeg does. Always computed and returned in
+    fp32: in fp16 the sum of 512 squares can overflow, and unit vectors rounded to fp16 would cost
+    fidelity for nothing (this is one of the fp32 islands of the fp16 graphs)."""
     xf = x.float()
-    return (xf / xf.norm(dim=1, keepdim=True)).to(x.dtype)
+    return xf / xf.norm(dim=1, keepdim=True)
 
 
 def build_encoder(config: EncoderConfig | str) -> LSegEncoder:

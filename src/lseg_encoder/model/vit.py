@@ -16,18 +16,37 @@ from torch import nn
 from ..configs import ReadoutLevel, ViTConfig
 
 
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in fp32 whatever the activation dtype (a no-op cast in fp32 graphs).
+
+    In fp16 the variance of 1024 channels loses precision; exporting this op as one fp32
+    LayerNormalization node is what keeps fp16 ViT engines from collapsing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return out.to(x.dtype)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
+        # Set by the ONNX exporter: spell attention out with the softmax in fp32, because exported
+        # SDPA decomposes into a softmax of the activation dtype. Eager/compiled keep fused SDPA.
+        self.explicit_fp32_softmax = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        # SDPA's default scale is head_dim**-0.5, as in timm; it dispatches to fused kernels on GPU.
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.explicit_fp32_softmax:
+            scores = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+            out = scores.float().softmax(dim=-1).to(v.dtype) @ v
+        else:
+            # SDPA's default scale is head_dim**-0.5, as in timm; fused kernels on GPU.
+            out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
@@ -44,9 +63,9 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: int, eps: float):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm1 = LayerNorm32(dim, eps=eps)
         self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = LayerNorm32(dim, eps=eps)
         self.mlp = Mlp(dim, dim * mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

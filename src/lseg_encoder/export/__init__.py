@@ -1,0 +1,1 @@
+"""Exporters: ONNX (`onnx.export_onnx`)."""

@@ -1,0 +1,300 @@
+"""ONNX export of the LSeg encoder: fp32 or fp16 (strong-typing ready), static or dynamic shapes.
+
+Exporter choice: `torch.onnx.export(..., dynamo=True)` (the torch.export-based exporter). It traces
+the position-embedding resize symbolically, so one dynamic graph (batch, H, W) is correct at every
+valid size; it emits real `LayerNormalization` ops at opset >= 17 and folds eval BatchNorm into the
+convs. The legacy TorchScript exporter is deprecated and splits LayerNorm below opset 17. Works with
+torch 2.11 (GPU machine) and 2.13 (CI).
+
+fp16 graph: weights, convs and matmuls in fp16; LayerNorm (fp32 `LayerNormalization`), the
+attention softmax and the final L2 normalisation in fp32 through explicit casts; I/O stays fp32.
+That is what strongly typed TensorRT (11, RTX) builds as written. `fp16_islands=False` exists only
+to build the deliberately broken variant the fidelity tests must catch.
+
+The file is written to a temp path, validated with ONNX Runtime (`check=True`), and only then
+renamed into place, so a failed export or validation leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..atomic import atomic_path, ensure_writable_parent
+from ..configs import EncoderConfig
+from ..errors import ExportError
+from ..model import LSegEncoder, normalize_channels
+from ..model.vit import Attention, LayerNorm32
+from ..sizes import check_size, round_to_valid
+
+MIN_OPSET, MAX_OPSET = 17, 23
+PRODUCER = "lseg-encoder"
+INPUT_NAME, OUTPUT_NAME = "image", "features"
+TWO_GB = 2**31
+
+
+class ExportWrapper(torch.nn.Module):
+    """fp32 image in -> encoder in `dtype` -> fp32 head -> fp32 L2 normalisation -> fp32 out."""
+
+    def __init__(self, encoder: LSegEncoder, dtype: torch.dtype):
+        super().__init__()
+        self.encoder = encoder
+        self.dtype = dtype
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        head = self.encoder.forward_head(image.to(self.dtype))
+        return normalize_channels(head.float())
+
+
+def prepare_for_export(encoder: LSegEncoder, precision: str, fp16_islands: bool = True) -> ExportWrapper:
+    model = copy.deepcopy(encoder).float().eval()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+    if dtype == torch.float16:
+        model = model.half()
+        for module in model.modules():
+            if isinstance(module, LayerNorm32) and fp16_islands:
+                module.float()  # fp32 LayerNormalization (weights and compute)
+            if isinstance(module, Attention):
+                module.explicit_fp32_softmax = fp16_islands
+        if not fp16_islands:  # broken-on-purpose variant: LayerNorm in fp16 too
+            for module in model.modules():
+                if isinstance(module, LayerNorm32):
+                    module.forward = lambda x, m=module: torch.nn.functional.layer_norm(
+                        x, m.normalized_shape, m.weight, m.bias, m.eps)
+    else:
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.explicit_fp32_softmax = True  # same graph shape as fp16, no-op casts
+    return ExportWrapper(model, dtype).eval()
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    precision: str
+    opset: int
+    dynamic: bool
+    size: tuple[int, int]
+    batch: int
+    seconds: float
+    bytes: int
+    checks: list  # compare.Verdict per validated size (empty when check=False)
+
+
+def default_onnx_path(backbone: str, checkpoint: str | Path | None, precision: str = "fp32",
+                      static: tuple[int, int] | None = None) -> Path:
+    """`models/onnx_engines/lseg_img_enc_<backbone>_<ckpt-stem>[_fp16][_static<H>x<W>].onnx`."""
+    stem = Path(checkpoint).stem if checkpoint else "synthetic"
+    name = f"lseg_img_enc_{backbone}_{stem}"
+    if precision != "fp32":
+        name += f"_{precision}"
+    if static:
+        name += f"_static{static[0]}x{static[1]}"
+    return Path("models") / "onnx_engines" / f"{name}.onnx"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _metadata(config: EncoderConfig, precision: str, opset: int, dynamic: bool, size, batch,
+              checkpoint_sha256: str | None, synthetic: bool) -> dict[str, str]:
+    mean, std = config.mean_std
+    return {
+        "producer": PRODUCER,
+        "lseg_encoder_version": __version__,
+        "backbone": config.name,
+        "checkpoint_sha256": checkpoint_sha256 or "unknown",
+        "synthetic_weights": str(bool(synthetic)).lower(),
+        "precision": precision,
+        "opset": str(opset),
+        "dynamic": str(dynamic).lower(),
+        "export_size": f"{size[0]}x{size[1]}",
+        "export_batch": str(batch),
+        "input_normalisation": f"(rgb/255 - mean) / std, mean={list(mean)}, std={list(std)}",
+        "output": "L2-normalised features (B, 512, h, w), float32",
+        "output_stride": "2" if not config.is_vit else f"{config.backbone.patch}/{8 if config.backbone.patch == 16 else 16}",
+        "valid_sizes": config.size_rule(),
+        "torch_version": torch.__version__,
+    }
+
+
+def export_onnx(
+    encoder: LSegEncoder, path: str | Path, *, precision: str = "fp32", opset: int = 18,
+    dynamic: bool = True, batch: int = 1, size: tuple[int, int] = (384, 384), check: bool = True,
+    check_size_other: tuple[int, int] | None = None, checkpoint_sha256: str | None = None,
+    fp16_islands: bool = True, verbose: bool = True,
+) -> ExportResult:
+    """Export `encoder` to `path` (atomically), optionally validated with ONNX Runtime on CPU."""
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"unsupported precision {precision!r}; use fp32 or fp16")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"unsupported opset {opset}: need {MIN_OPSET}..{MAX_OPSET} "
+                          "(>= 17 so that LayerNormalization is one op)")
+    config = encoder.config
+    size = (int(size[0]), int(size[1]))
+    check_size(config, *size)
+    if batch < 1:
+        raise ExportError(f"batch must be >= 1, got {batch}")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ExportError(f"{path}: output must end in .onnx")
+    ensure_writable_parent(path)
+    log = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
+
+    wrapper = prepare_for_export(encoder, precision, fp16_islands)
+    # torch.export specialises a dimension whose example value is 1, so trace dynamic graphs at 2.
+    example = torch.rand(max(batch, 2) if dynamic else batch, 3, *size) * 2 - 1
+    dynamic_shapes = None
+    if dynamic:
+        dims = {0: torch.export.Dim("batch", min=1, max=256),
+                2: torch.export.Dim("height", min=config.stride, max=4096),
+                3: torch.export.Dim("width", min=config.stride, max=4096)}
+        dynamic_shapes = {"image": dims}
+    log(f"exporting {config.name} {precision} (opset {opset}, "
+        f"{'dynamic' if dynamic else f'static {batch}x3x{size[0]}x{size[1]}'}) ...")
+    start = time.perf_counter()
+    try:
+        import onnx  # noqa: F401  (fail early with a clear message)
+    except ImportError:
+        raise ExportError("ONNX export needs the `onnx` extra: pip install 'lseg-encoder[onnx]'") from None
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                wrapper, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                opset_version=opset, dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many types; report one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx.export failed: {first[:300]}") from exc
+    model_proto = program.model_proto
+    meta = _metadata(config, precision, opset, dynamic, size, batch, checkpoint_sha256,
+                     getattr(encoder, "synthetic", False))
+    del model_proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    nbytes = sum(p.numel() * p.element_size() for p in wrapper.parameters())
+    external = nbytes > TWO_GB - (64 << 20)
+    checks = []
+    with atomic_path(path) as tmp:
+        _save(model_proto, tmp, path, external)
+        _full_check(tmp)
+        if check:
+            other = check_size_other or _other_size(config, size)
+            sizes = [size] if not dynamic else [size, other]
+            checks = validate_onnx(tmp, encoder, precision, sizes, batch if not dynamic else 1, log)
+        if external:
+            _move_external_data(tmp, path)
+    seconds = time.perf_counter() - start
+    nbytes_file = path.stat().st_size + (Path(str(path) + ".data").stat().st_size if external else 0)
+    log(f"wrote {path} ({nbytes_file / 2**20:.1f} MiB) in {seconds:.1f} s")
+    return ExportResult(path, precision, opset, dynamic, size, batch, seconds, nbytes_file, checks)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs torchvision-op registration notices and deprecation chatter that say
+    nothing about this model; keep the user's terminal for our own progress lines."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _save(model_proto, tmp: Path, final: Path, external: bool) -> None:
+    import onnx
+
+    if external:  # > 2 GB protobuf limit: tensors go to <final>.data beside the graph
+        onnx.save_model(model_proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=final.name + ".data.tmp", size_threshold=1024)
+    else:
+        onnx.save_model(model_proto, str(tmp))
+
+
+def _move_external_data(tmp: Path, final: Path) -> None:
+    import os
+
+    import onnx
+
+    model = onnx.load(str(tmp), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = final.name + ".data"
+    onnx.save_model(model, str(tmp))
+    os.replace(tmp.parent / (final.name + ".data.tmp"), final.parent / (final.name + ".data"))
+
+
+def _full_check(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+def _other_size(config: EncoderConfig, size: tuple[int, int]) -> tuple[int, int]:
+    """A second valid size, non-square and different from the export size."""
+    h = round_to_valid(config, max(config.stride * 2, size[0] - 2 * config.stride * 2))
+    w = round_to_valid(config, size[1] + 2 * config.stride)
+    return h, w
+
+
+def validate_onnx(path: Path, encoder: LSegEncoder, precision: str, sizes, batch: int, log) -> list:
+    """Run ONNX Runtime (CPU) and PyTorch fp32 at `sizes`; raise ExportError past tolerance."""
+    from ..compare import check, feature_metrics
+    from ..runners.onnxruntime_runner import OnnxRuntimeRunner
+
+    verdicts = []
+    runner = OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"], allow_foreign=False)
+    reference_model = encoder.float().eval()
+    with runner:
+        for h, w in sizes:
+            x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(h * 10007 + w)) * 2 - 1
+            with torch.inference_mode():
+                ref = reference_model(x)
+            got = runner.infer(x)
+            verdict = check(feature_metrics(got, ref), precision)
+            log(f"  check {h}x{w}: {verdict}")
+            verdicts.append(verdict)
+            if not verdict:
+                raise ExportError(f"ONNX Runtime output at {h}x{w} is not faithful to PyTorch: "
+                                  + "; ".join(verdict.failures))
+    return verdicts
+
+
+def cached_onnx(encoder: LSegEncoder, *, precision: str = "fp32", dynamic: bool = True,
+                size: tuple[int, int] = (384, 384), batch: int = 1, opset: int = 18, check: bool = True,
+                fp16_islands: bool = True, verbose: bool = False) -> Path:
+    """The ONNX file for these settings from the artefact cache, exported (and validated) once."""
+    from ..artifacts import cached_artifact, weights_fingerprint
+
+    key = {"weights": weights_fingerprint(encoder), "backbone": encoder.config.name, "precision": precision,
+           "dynamic": dynamic, "size": None if dynamic else list(size), "trace_size": list(size),
+           "batch": batch, "opset": opset, "fp16_islands": fp16_islands, "torch": torch.__version__,
+           "lseg_encoder": __version__}
+    return cached_artifact(
+        "onnx", key, lambda tmp: export_onnx(encoder, tmp, precision=precision, dynamic=dynamic, size=size,
+                                             batch=batch, opset=opset, check=check, fp16_islands=fp16_islands,
+                                             verbose=verbose), suffix=".onnx")
