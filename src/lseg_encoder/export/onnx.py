@@ -18,7 +18,6 @@ renamed into place, so a failed export or validation leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import logging
 import sys
@@ -33,8 +32,8 @@ from .. import __version__
 from ..atomic import atomic_path, ensure_writable_parent
 from ..configs import EncoderConfig
 from ..errors import ExportError
-from ..model import LSegEncoder, normalize_channels
-from ..model.vit import Attention, LayerNorm32
+from ..model import LSegEncoder
+from ..model.fuse import LowPrecisionEncoder
 from ..sizes import check_size, round_to_valid
 
 MIN_OPSET, MAX_OPSET = 17, 23
@@ -43,39 +42,10 @@ INPUT_NAME, OUTPUT_NAME = "image", "features"
 TWO_GB = 2**31
 
 
-class ExportWrapper(torch.nn.Module):
-    """fp32 image in -> encoder in `dtype` -> fp32 head -> fp32 L2 normalisation -> fp32 out."""
-
-    def __init__(self, encoder: LSegEncoder, dtype: torch.dtype):
-        super().__init__()
-        self.encoder = encoder
-        self.dtype = dtype
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        head = self.encoder.forward_head(image.to(self.dtype))
-        return normalize_channels(head.float())
-
-
-def prepare_for_export(encoder: LSegEncoder, precision: str, fp16_islands: bool = True) -> ExportWrapper:
-    model = copy.deepcopy(encoder).float().eval()
+def prepare_for_export(encoder: LSegEncoder, precision: str, fp16_islands: bool = True) -> LowPrecisionEncoder:
+    """fp32 I/O wrapper; the attention softmax is spelled out so that its fp32 cast is in the graph."""
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
-    if dtype == torch.float16:
-        model = model.half()
-        for module in model.modules():
-            if isinstance(module, LayerNorm32) and fp16_islands:
-                module.float()  # fp32 LayerNormalization (weights and compute)
-            if isinstance(module, Attention):
-                module.explicit_fp32_softmax = fp16_islands
-        if not fp16_islands:  # broken-on-purpose variant: LayerNorm in fp16 too
-            for module in model.modules():
-                if isinstance(module, LayerNorm32):
-                    module.forward = lambda x, m=module: torch.nn.functional.layer_norm(
-                        x, m.normalized_shape, m.weight, m.bias, m.eps)
-    else:
-        for module in model.modules():
-            if isinstance(module, Attention):
-                module.explicit_fp32_softmax = True  # same graph shape as fp16, no-op casts
-    return ExportWrapper(model, dtype).eval()
+    return LowPrecisionEncoder(encoder, dtype, islands=fp16_islands, explicit_softmax=True).eval()
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""Inference-time rewrites that keep the math: BatchNorm folding and the low-precision wrapper.
+
+Folding eval BatchNorm into the preceding conv removes 16 normalisation kernels from the decoder
+(and 104 from ResNet-101); the change is float rounding only (checked by the fidelity suite).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .decoder import ResidualConvUnit
+from .encoder import LSegEncoder, normalize_channels
+from .resnet import Bottleneck
+from .vit import Attention, LayerNorm32
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv with bias equal to bn(conv(x)) for eval-mode BatchNorm."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def fold_batchnorm(encoder: LSegEncoder) -> LSegEncoder:
+    """A copy of `encoder` with every conv->BatchNorm pair folded (BN replaced by Identity)."""
+    model = copy.deepcopy(encoder).eval()
+    for module in model.modules():
+        if isinstance(module, ResidualConvUnit):
+            module.conv1, module.bn1 = fold_conv_bn(module.conv1, module.bn1), nn.Identity()
+            module.conv2, module.bn2 = fold_conv_bn(module.conv2, module.bn2), nn.Identity()
+        elif isinstance(module, Bottleneck):
+            for i in (1, 2, 3):
+                conv, bn = getattr(module, f"conv{i}"), getattr(module, f"bn{i}")
+                setattr(module, f"conv{i}", fold_conv_bn(conv, bn))
+                setattr(module, f"bn{i}", nn.Identity())
+            if module.downsample is not None:
+                module.downsample = nn.Sequential(fold_conv_bn(module.downsample[0], module.downsample[1]))
+    if not model.config.is_vit:
+        stem = model.pretrained.layer1
+        stem[0], stem[1] = fold_conv_bn(stem[0], stem[1]), nn.Identity()
+    return model
+
+
+class LowPrecisionEncoder(nn.Module):
+    """fp32 image in -> encoder in `dtype` with fp32 islands -> fp32 unit-norm features out.
+
+    Islands: LayerNorm (fp32 weights and compute), the final L2 normalisation, and, when
+    `explicit_softmax`, the attention softmax (the ONNX graph needs it spelled out; fused SDPA
+    kernels accumulate the softmax in fp32 already).
+    """
+
+    def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, islands: bool = True,
+                 explicit_softmax: bool = False):
+        super().__init__()
+        model = copy.deepcopy(encoder).float().eval()
+        if dtype != torch.float32:
+            model = model.to(dtype)
+            for module in model.modules():
+                if isinstance(module, LayerNorm32) and islands:
+                    module.float()
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.explicit_fp32_softmax = explicit_softmax and islands
+            if isinstance(module, LayerNorm32) and not islands:
+                module.forward = _plain_layer_norm(module)  # broken-on-purpose variant for tests
+        self.encoder = model
+        self.config = encoder.config
+        self.dtype = dtype
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        head = self.encoder.forward_head(image.to(self.dtype))
+        return normalize_channels(head.float())
+
+
+def _plain_layer_norm(module: nn.LayerNorm):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+
+    return forward
