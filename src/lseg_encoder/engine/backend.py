@@ -1,0 +1,210 @@
+"""Which TensorRT is installed, and what it can do.
+
+Two flavours share one Python API shape (Builder, OnnxParser, IBuilderConfig, Runtime,
+execute_async_v3):
+
+* `tensorrt` (TensorRT 10 or 11, data-centre and workstation GPUs). TensorRT 10 still has the
+  weakly-typed FP16 builder flag; TensorRT 11 removed it and every network is strongly typed.
+  Engines are built on, and for, the GPU of the build machine.
+* `tensorrt_rtx` (TensorRT-RTX, consumer/workstation RTX GPUs). Strongly typed only; builds ahead of
+  time on a CPU-only machine for a list of compute capabilities (its `ComputeCapability` enum).
+
+Capabilities are probed with `hasattr` on the imported module, never inferred from version
+strings, so a new release that drops or adds an API is handled by what it actually exposes. The
+module is imported lazily: `import lseg_encoder` never touches TensorRT.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from ..errors import BackendUnavailable
+
+FLAVOURS = ("tensorrt", "tensorrt_rtx")
+_INSTALL_HINT = {
+    "tensorrt": "pip install 'tensorrt>=10' (needs NVIDIA's download server and a CUDA GPU)",
+    "tensorrt_rtx": "pip install tensorrt-rtx (or: pip install 'lseg-encoder[tensorrt-rtx]')",
+}
+
+
+@dataclass
+class CapturedLog:
+    """Messages a TensorRT logger received, so errors can be reported with TensorRT's own words."""
+
+    messages: list[tuple[str, str]] = field(default_factory=list)
+
+    def at_least(self, severity: str) -> list[str]:
+        order = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
+        limit = order.index(severity)
+        return [msg for sev, msg in self.messages if sev in order and order.index(sev) <= limit]
+
+    def errors(self) -> list[str]:
+        # TensorRT-RTX logs a harmless INTERNAL_ERROR about its thread-local log stream; leave it out.
+        return [m for m in self.at_least("ERROR") if "Thread context has not been set" not in m]
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+@dataclass(frozen=True)
+class TrtBackend:
+    """An imported TensorRT flavour and the capabilities probed on it."""
+
+    flavour: str
+    version: str
+    module: ModuleType = field(repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.flavour} {self.version}"
+
+    # typing ---------------------------------------------------------------------------------------
+    @property
+    def has_fp16_flag(self) -> bool:
+        """TensorRT 10's weakly-typed `BuilderFlag.FP16` (removed in TensorRT 11, absent in RTX)."""
+        return hasattr(self.module.BuilderFlag, "FP16")
+
+    @property
+    def strongly_typed_only(self) -> bool:
+        return not self.has_fp16_flag
+
+    @property
+    def has_strongly_typed_flag(self) -> bool:
+        return hasattr(self.module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+
+    # builder config -------------------------------------------------------------------------------
+    def builder_flag(self, name: str) -> Any | None:
+        return getattr(self.module.BuilderFlag, name, None)
+
+    def tactic_sources(self) -> dict[str, Any]:
+        enum = getattr(self.module, "TacticSource", None)
+        if enum is None:
+            return {}
+        return dict(enum.__members__)
+
+    @property
+    def has_optimization_level(self) -> bool:
+        return hasattr(self.module.IBuilderConfig, "builder_optimization_level")
+
+    @property
+    def has_compute_capability_targets(self) -> bool:
+        """TensorRT-RTX's ahead-of-time targets (`IBuilderConfig.set_compute_capability`)."""
+        return hasattr(self.module, "ComputeCapability") and hasattr(
+            self.module.IBuilderConfig, "set_compute_capability")
+
+    def known_compute_capabilities(self) -> list[str]:
+        """Compute capabilities the backend can target ahead of time ('8.6', '12.0', ...), from its enum."""
+        enum = getattr(self.module, "ComputeCapability", None)
+        if enum is None:
+            return []
+        out = []
+        for name in enum.__members__:
+            m = re.fullmatch(r"SM(\d+)(\d)", name)
+            if m:
+                out.append(f"{int(m.group(1))}.{m.group(2)}")
+        return out
+
+    def compute_capability_member(self, cc: str) -> Any:
+        major, minor = cc.split(".")
+        return getattr(self.module.ComputeCapability, f"SM{major}{minor}")
+
+    @property
+    def builds_without_gpu(self) -> bool:
+        """True for TensorRT-RTX (CPU-only ahead-of-time build); TensorRT proper needs the target GPU."""
+        return self.has_compute_capability_targets
+
+    @property
+    def has_engine_inspector(self) -> bool:
+        return hasattr(self.module.ICudaEngine, "create_engine_inspector")
+
+    @property
+    def has_engine_validity(self) -> bool:
+        return hasattr(self.module.Runtime, "get_engine_validity")
+
+    @property
+    def has_progress_monitor(self) -> bool:
+        return hasattr(self.module, "IProgressMonitor") and hasattr(
+            self.module.IBuilderConfig, "progress_monitor")
+
+    # logger ---------------------------------------------------------------------------------------
+    def make_logger(self, capture: CapturedLog, min_severity: str = "INFO"):
+        """An ILogger subclass instance that records messages at `min_severity` or worse."""
+        trt = self.module
+        order = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
+        limit = order.index(min_severity)
+
+        class _Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):  # called by TensorRT, possibly from its own threads
+                name = getattr(severity, "name", str(severity))
+                if name in order and order.index(name) <= limit:
+                    capture.messages.append((name, msg))
+
+        return _Logger()
+
+
+def _import(flavour: str) -> ModuleType:
+    try:
+        return importlib.import_module(flavour)
+    except Exception as exc:  # a broken install raises more than ImportError (OSError from libs, ...)
+        raise BackendUnavailable(
+            f"`import {flavour}` failed ({type(exc).__name__}: {exc}); install it: {_INSTALL_HINT[flavour]}"
+        ) from None
+
+
+def load_backend(name: str | None = None) -> TrtBackend:
+    """Import TensorRT: `name` in FLAVOURS, or None for the first importable (tensorrt, then RTX)."""
+    if name is not None and name not in FLAVOURS:
+        from ..errors import EngineError
+
+        raise EngineError(f"unknown TensorRT backend {name!r}; use one of {', '.join(FLAVOURS)}")
+    candidates = [name] if name else list(FLAVOURS)
+    reasons = []
+    for flavour in candidates:
+        try:
+            module = _import(flavour)
+        except BackendUnavailable as exc:
+            reasons.append(str(exc))
+            continue
+        version = str(getattr(module, "__version__", "unknown"))
+        return TrtBackend(flavour, version, module)
+    raise BackendUnavailable("no TensorRT backend is importable: " + "; ".join(reasons))
+
+
+def backend_available(name: str | None = None) -> tuple[bool, str]:
+    """(available, reason) for building engines with `name` (or any flavour)."""
+    try:
+        backend = load_backend(name)
+    except BackendUnavailable as exc:
+        return False, str(exc)
+    if not backend.builds_without_gpu:
+        ok, reason = cuda_available()
+        if not ok:
+            return False, f"{backend} builds engines on the target GPU only, and {reason}"
+    return True, f"{backend} is importable"
+
+
+def cuda_available() -> tuple[bool, str]:
+    """(available, reason) for a CUDA device usable through torch (the runner's device buffers)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return False, (f"CUDA is not available (torch {torch.__version__} is a CPU-only build; "
+                           "torch.cuda.is_available() is False)")
+        return False, "CUDA is not available (torch.cuda.is_available() is False)"
+    return True, f"CUDA device {torch.cuda.get_device_name()}"
+
+
+def current_compute_capability(device=None) -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{major}.{minor}"

@@ -1,0 +1,222 @@
+"""TensorRT / TensorRT-RTX backend: a serialised engine run with torch CUDA tensors as buffers.
+
+No pycuda: input and output buffers are torch tensors on the runner's device, and
+`execute_async_v3` is enqueued on `torch.cuda.current_stream()`, so the runner composes with any
+torch code around it (events, streams, CUDA graphs). Tensor names, dtypes and profile shapes are
+resolved once in `activate()` and checked against the engine's sidecar.
+
+Construction only reads the sidecar (small JSON). `activate()` verifies the engine against its
+sidecar and this runtime, and raises `BackendUnavailable` with the exact reason when this machine
+cannot execute it (no CUDA, a GPU the flavour does not support, runtime not installed, the runtime
+refusing or failing to deserialise the engine).
+
+Execution was written against the documented API; it has not been run on this project's
+hardware (TensorRT proper cannot be installed on the CI machine, and TensorRT-RTX refuses the
+H100's compute capability 9.0). See docs/tensorrt.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..configs import get_config
+from ..engine.backend import CapturedLog, cuda_available, current_compute_capability, load_backend
+from ..engine.options import Profile
+from ..engine.sidecar import EngineMetadata, sidecar_path, verify_engine
+from ..errors import BackendUnavailable, EngineError, InputSizeError, LsegError
+from .base import InputSpec, Runner
+
+_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
+                 "INT64": torch.int64, "INT8": torch.int8, "UINT8": torch.uint8, "BOOL": torch.bool}
+# Engine-validity diagnostics that mean "this machine cannot run it" rather than "rebuild it".
+_MACHINE_DIAGNOSTICS = ("UNSUPPORTED_CC", "OLD_CUDA_DRIVER", "OLD_CUDA_RUNTIME", "INSUFFICIENT_GPU_MEMORY",
+                        "CUDA_ERROR")
+
+
+class TensorRTRunner(Runner):
+    """Run an engine built by `lseg_encoder.engine.build_engine` (needs its `.trt.json` sidecar).
+
+    cuda_graph: capture the enqueue in a CUDA graph on the first call (static engines only); later
+    calls copy the input into the graph's buffer and replay it.
+    onnx_path: also refuse the engine if this ONNX is not the one it was built from (stale engine).
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, engine, *, device: str | torch.device = "cuda", cuda_graph: bool = False,
+                 config=None, onnx_path: str | Path | None = None):
+        self.engine_path = Path(getattr(engine, "path", engine))
+        self.metadata = EngineMetadata.read(sidecar_path(self.engine_path))
+        if config is None:
+            if not self.metadata.backbone:
+                raise LsegError(f"{self.engine_path}: the sidecar names no backbone; pass config=")
+            config = get_config(self.metadata.backbone)
+        super().__init__(config, self.metadata.precision, device)
+        self.backend = self.metadata.backend["flavour"]
+        self.profiles = [Profile.from_json(p) for p in self.metadata.profiles]
+        self.cuda_graph = cuda_graph
+        if cuda_graph and not self.metadata.is_static:
+            raise LsegError("cuda_graph=True needs a static engine (one shape); this engine has profiles "
+                            + "; ".join(map(str, self.profiles)))
+        self.onnx_path = onnx_path
+        self._reset()
+
+    def _reset(self) -> None:
+        self._trt = self._runtime = self._engine = self._context = None
+        self._log = CapturedLog()
+        self._input = self._output = None  # (name, torch dtype)
+        self._profile_index = None
+        self._graph = self._graph_in = self._graph_out = None
+
+    # input validation ----------------------------------------------------------------------------
+    @property
+    def input_spec(self) -> InputSpec:
+        name = next((r["name"] for r in self.metadata.io if r["mode"] == "input"), "image")
+        lo = tuple(min(p.min[a] for p in self.profiles) for a in range(3))
+        hi = tuple(max(p.max[a] for p in self.profiles) for a in range(3))
+        shape = tuple(v if v == w else None for v, w in zip(lo, hi, strict=True))
+        return InputSpec(name, torch.float32, (shape[0], 3, shape[1], shape[2]),
+                         min_shape=(lo[0], 3, lo[1], lo[2]), max_shape=(hi[0], 3, hi[1], hi[2]))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        b, _, h, w = (int(v) for v in x.shape)
+        if not any(p.contains(b, h, w) for p in self.profiles):
+            profiles = "; ".join(f"min,opt,max {p}" for p in self.profiles)
+            raise InputSizeError(f"{self.name}: input shape {tuple(x.shape)} is outside every profile of "
+                                 f"{self.engine_path.name}: {profiles}")
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def _activate_impl(self) -> None:
+        ok, reason = cuda_available()
+        if not ok:
+            raise BackendUnavailable(reason)
+        if self.device.type != "cuda":
+            raise LsegError(f"TensorRT engines run on a CUDA device; got device={self.device}")
+        trt = load_backend(self.backend)  # BackendUnavailable (with install hint) when not importable
+        cc = current_compute_capability(self.device)
+        gpu = torch.cuda.get_device_name(self.device)
+        if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
+            raise BackendUnavailable(
+                f"{trt} does not run on compute capability {cc} ({gpu}); it supports "
+                f"{', '.join(trt.known_compute_capabilities())}")
+        data = self.engine_path.read_bytes()
+        verify_engine(self.engine_path, backend=trt, onnx_path=self.onnx_path, compute_capability=cc,
+                      engine_bytes=data)
+        log = self._log
+        runtime = trt.module.Runtime(trt.make_logger(log))
+        if trt.has_engine_validity:
+            validity, diagnostics = runtime.get_engine_validity(data)
+            if validity.name == "INVALID":
+                names = [n for n, v in trt.module.EngineInvalidityDiagnostics.__members__.items()
+                         if int(diagnostics) & int(v)] or ["no diagnostics"]
+                text = (f"{trt} reports {self.engine_path.name} invalid on {gpu} (compute capability {cc}): "
+                        f"{', '.join(names)}")
+                if any(n in _MACHINE_DIAGNOSTICS for n in names):
+                    raise BackendUnavailable(text)
+                raise EngineError(f"{text}; rebuild it: {self.metadata.rebuild_command}")
+        with torch.cuda.device(self.device):
+            engine = runtime.deserialize_cuda_engine(data)
+            if engine is None:
+                raise BackendUnavailable(f"{trt} could not deserialise {self.engine_path.name} on {gpu}: "
+                                         + ("; ".join(log.errors()) or "no reason logged"))
+            context = engine.create_execution_context()
+            if context is None:
+                raise BackendUnavailable(f"{trt} could not create an execution context on {gpu}: "
+                                         + ("; ".join(log.errors()) or "no reason logged"))
+        self._trt, self._runtime, self._engine, self._context = trt, runtime, engine, context
+        self._resolve_tensors()
+
+    def _resolve_tensors(self) -> None:
+        trt, engine = self._trt.module, self._engine
+        inputs, outputs = [], []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            dtype = engine.get_tensor_dtype(name).name
+            if dtype not in _TORCH_DTYPES:
+                raise EngineError(f"{self.engine_path.name}: tensor {name!r} has unsupported dtype {dtype}")
+            mode = engine.get_tensor_mode(name)
+            (inputs if mode == trt.TensorIOMode.INPUT else outputs).append((name, _TORCH_DTYPES[dtype]))
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise EngineError(f"{self.engine_path.name}: expected one input and one output, got "
+                              f"{[n for n, _ in inputs]} / {[n for n, _ in outputs]}")
+        self._input, self._output = inputs[0], outputs[0]
+        recorded = [[tuple(s) for s in p.input_shapes()] for p in self.profiles]
+        actual = [[tuple(int(v) for v in dims) for dims in engine.get_tensor_profile_shape(self._input[0], k)]
+                  for k in range(engine.num_optimization_profiles)]
+        if actual != recorded:
+            raise EngineError(f"{self.engine_path.name}: engine profiles {actual} differ from its sidecar "
+                              f"{recorded}; rebuild it: {self.metadata.rebuild_command}")
+
+    def _deactivate_impl(self) -> None:
+        self._reset()
+
+    # inference -----------------------------------------------------------------------------------
+    def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        in_name, in_dtype = self._input
+        x = x.to(self.device, in_dtype, non_blocking=True).contiguous()
+        if self.cuda_graph:
+            out = self._graph_infer(x)
+        else:
+            stream = torch.cuda.current_stream(self.device)
+            out = self._prepare(x, stream)
+            self._enqueue(stream)
+        return out if out.dtype == torch.float32 else out.float()
+
+    def _prepare(self, x: torch.Tensor, stream, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Select the profile, set the input shape and both tensor addresses; return the output buffer."""
+        ctx = self._context
+        b, _, h, w = x.shape
+        index = next(k for k, p in enumerate(self.profiles) if p.contains(b, h, w))
+        if index != self._profile_index:
+            if not ctx.set_optimization_profile_async(index, stream.cuda_stream):
+                raise EngineError(f"could not select profile {index} ({self.profiles[index]})")
+            self._profile_index = index
+        in_name, out_name = self._input[0], self._output[0]
+        if not ctx.set_input_shape(in_name, tuple(x.shape)):
+            raise InputSizeError(f"{self.name}: the engine rejected input shape {tuple(x.shape)} for profile "
+                                 f"{self.profiles[index]}: " + "; ".join(self._log.errors()))
+        if out is None:
+            out_shape = tuple(int(v) for v in ctx.get_tensor_shape(out_name))
+            out = torch.empty(out_shape, dtype=self._output[1], device=self.device)
+        ctx.set_tensor_address(in_name, x.data_ptr())
+        ctx.set_tensor_address(out_name, out.data_ptr())
+        return out
+
+    def _enqueue(self, stream) -> None:
+        if not self._context.execute_async_v3(stream.cuda_stream):
+            raise EngineError(f"{self.name}: execute_async_v3 failed: "
+                              + ("; ".join(self._log.errors()) or "no reason logged"))
+
+    def _graph_infer(self, x: torch.Tensor) -> torch.Tensor:
+        if self._graph is None:
+            self._graph_in = torch.empty_like(x)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # one eager run first: TensorRT initialises lazily
+                self._graph_in.copy_(x)
+                self._graph_out = self._prepare(self._graph_in, side)
+                self._enqueue(side)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._enqueue(torch.cuda.current_stream(self.device))
+            self._graph = graph
+        self._graph_in.copy_(x)
+        self._graph.replay()
+        return self._graph_out.clone()  # the graph's buffer is overwritten by the next call
+
+
+def runner_for_encoder(encoder, *, precision: str = "fp16", size: tuple[int, int] = (384, 384), batch: int = 1,
+                       device: str | torch.device = "cuda", cuda_graph: bool = True) -> TensorRTRunner:
+    """A runner over a static engine for `encoder` at (batch, *size), built from the cached ONNX of
+    that precision on first use (ONNX and engine both come from the artefact caches)."""
+    from ..engine.build import build_engine
+    from ..engine.options import ShapeSpec
+    from ..export.onnx import cached_onnx
+
+    onnx_path = cached_onnx(encoder, precision=precision, dynamic=True)
+    artifact = build_engine(onnx_path, ShapeSpec.static(batch, *size))
+    return TensorRTRunner(artifact, device=device, cuda_graph=cuda_graph, onnx_path=onnx_path)
