@@ -1,0 +1,88 @@
+"""`lseg-encoder segment`: label-prompted segmentation of one image to a PNG plus a JSON.
+
+Runners come from `runners.make_runner(backend, ...)` (the shared backend registry), so every backend
+the project has (torch, ONNX Runtime, TensorRT, ...) segments through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .common import add_weights_args, parse_size, resolve_weights
+
+
+def make_runner(backend: str, weights: str, backbone: str | None = None, device: str = "cpu",
+                size: tuple[int, int] = (384, 384)):
+    """An inactive runner of any registered backend (`runners.BACKENDS`) for this checkpoint."""
+    from ..checkpoint import load_encoder
+    from ..runners import make_runner as runner_for_backend
+
+    return runner_for_backend(backend, load_encoder(weights, backbone=backbone), device=device, size=size)
+
+
+def add_common_args(p) -> None:
+    """Arguments shared by `segment` and `wordfree`."""
+    add_weights_args(p)
+    p.add_argument("--image", help="input image (default: the bundled sample image)")
+    p.add_argument("--size", type=parse_size, default=(384, 384), help="network input size N or HxW (default 384)")
+    from ..runners import BACKENDS
+
+    p.add_argument("--backend", default="torch", choices=list(BACKENDS),
+                   help="runner that computes the image features (default torch)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", required=True, help="output PNG; a JSON with per-label fractions is written beside it")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("segment", help="segment an image with a list of labels (PNG + JSON)")
+    add_common_args(p)
+    p.add_argument("--labels", required=True, help='comma-separated labels, e.g. "dog, grass, other"')
+    p.set_defaults(func=run)
+
+
+def write_outputs(image, result, output: str, meta: dict, title: str, max_legend: int = 20) -> tuple[Path, Path]:
+    from ..atomic import write_bytes_atomic
+    from ..render import render_segmentation
+
+    png = Path(output)
+    if png.suffix.lower() != ".png":
+        from ..errors import LsegError
+
+        raise LsegError(f"--output must be a .png file, got {png}")
+    result.meta.update(meta)
+    render_segmentation(image, result, png, title=title, max_legend=max_legend)
+    js = png.with_suffix(".json")
+    write_bytes_atomic(js, (json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return png, js
+
+
+def describe(args, weights: str, runner, text_encoder, image_path) -> dict:
+    return {"image": str(image_path), "backbone": runner.config.name, "backend": runner.backend,
+            "size": list(args.size), "weights": str(weights), "synthetic_weights": text_encoder.synthetic}
+
+
+def run(args) -> int:
+    from ..preprocess import load_image, preprocess, sample_image_path
+    from ..segment import parse_labels, segment_features
+    from ..sizes import check_size
+    from ..text import load_text_encoder
+
+    labels = parse_labels(args.labels)  # cheap checks first: bad input fails before any loading
+    image_path = args.image or sample_image_path()
+    pil = load_image(image_path)
+    weights = resolve_weights(args)
+    text_encoder = load_text_encoder(weights)
+    text = text_encoder.encode_text(labels)
+    runner = make_runner(args.backend, weights, args.backbone, args.device, tuple(args.size))
+    check_size(runner.config, *args.size)
+    with runner:
+        feats = runner.infer(preprocess(pil, args.size, runner.config))
+    result = segment_features(feats, text, labels, (pil.height, pil.width))
+    meta = describe(args, weights, runner, text_encoder, image_path)
+    title = f"{runner.config.name} / {runner.backend}" + ("  (SYNTHETIC weights)" if meta["synthetic_weights"] else "")
+    png, js = write_outputs(pil, result, args.output, meta, title)
+    summary = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions.items())
+    print(f"wrote {png} and {js}: {summary}", file=sys.stderr)
+    return 0
