@@ -1,0 +1,41 @@
+"""`lseg-encoder package-aoti`: an AOTInductor `.pt2` package of the encoder at one static size.
+
+The package runs from Python (`AOTIRunner`) and from C++ (`cpp/`, `lseg_cpp --aoti X.pt2`).
+"""
+
+from __future__ import annotations
+
+from .common import add_weights_args, resolve_weights
+
+
+def register(sub) -> None:
+    p = sub.add_parser("package-aoti", help="compile the encoder into an AOTInductor .pt2 package "
+                       "(static size; for lseg_cpp and AOTIRunner)")
+    add_weights_args(p)
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), required=True,
+                   help="static input size of the package")
+    p.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: fp16 weights and compute, fp32 final normalisation; I/O stays float32")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="device the package is compiled for (it runs only there)")
+    p.add_argument("--output", required=True, help="output package, must end in .pt2")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from ..aoti import package_aoti
+    from ..checkpoint import load_encoder
+
+    weights = resolve_weights(args)
+    encoder = load_encoder(weights, backbone=args.backbone)
+    result = package_aoti(encoder, args.output, tuple(args.size), batch=args.batch, precision=args.precision,
+                          device=args.device)
+    label = " (SYNTHETIC weights)" if encoder.synthetic else ""
+    spec = result.spec
+    print(f"wrote {result.path}: {spec.backbone}{label} {spec.precision} {spec.device}, input "
+          f"{spec.input_shape} -> output {spec.output_shape}; export {result.export_s:.1f} s, "
+          f"compile {result.compile_s:.1f} s", file=sys.stderr)
+    return 0
