@@ -57,3 +57,13 @@ def vitl16_encoder(vitl16_checkpoint):
     from lseg_encoder import load_encoder
 
     return load_encoder(vitl16_checkpoint)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("lseg-encoder fidelity")
+    group.addoption("--fidelity-device", default="cpu", help="device for torch/compiled backends (cpu or cuda)")
+    group.addoption("--fidelity-backbone", default=None,
+                    help="run the fidelity matrix for this backbone only (default: tiny + clip_vitl16_384 subset)")
+    group.addoption("--fidelity-sizes", default=None, help="comma-separated sizes N or HxW (default per device)")
+    group.addoption("--fidelity-backends", default=None, help="comma-separated backends (default per device)")
+    group.addoption("--fidelity-report", default=None, help="write the fidelity table (markdown + json) here")

@@ -20,6 +20,9 @@ import torch
 
 from .tolerances import Tolerance, tolerance_for
 
+# The fixed prompt set of the label-agreement metric (tests, `compare`, `verify` use the same).
+FIDELITY_PROMPTS = ("dog", "grass", "sky", "building", "person", "car", "tree", "water", "road", "other")
+
 
 def _as_tensor(x) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x

@@ -97,7 +97,7 @@ def _metadata(config: EncoderConfig, precision: str, opset: int, dynamic: bool, 
         "export_batch": str(batch),
         "input_normalisation": f"(rgb/255 - mean) / std, mean={list(mean)}, std={list(std)}",
         "output": "L2-normalised features (B, 512, h, w), float32",
-        "output_stride": "2" if not config.is_vit else f"{config.backbone.patch}/{8 if config.backbone.patch == 16 else 16}",
+        "output_stride": "2 (features at H/2 x W/2 of the patch-aligned input)",
         "valid_sizes": config.size_rule(),
         "torch_version": torch.__version__,
     }

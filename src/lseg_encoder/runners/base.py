@@ -34,6 +34,17 @@ class InputSpec:
     max_shape: tuple[int, int, int, int] | None = None
 
 
+def to_host_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Device -> host copy through pinned memory (torch's caching host allocator reuses the block),
+    several times faster than a copy into pageable memory for feature maps of tens of MB."""
+    if t.device.type != "cuda":
+        return t
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    torch.cuda.current_stream(t.device).synchronize()
+    return host
+
+
 class Runner(abc.ABC):
     """Base class of all backends. Subclasses set `backend`, `precision`, `config` and `device`."""
 
@@ -82,7 +93,7 @@ class Runner(abc.ABC):
             raise LsegError(f"runner {self.name} is not active; call activate() or use `with runner:`")
         self.check_input(x)
         out = self._infer_impl(x)
-        return out.cpu() if to_host else out
+        return to_host_tensor(out) if to_host else out
 
     def check_input(self, x: torch.Tensor) -> None:
         spec = self.input_spec

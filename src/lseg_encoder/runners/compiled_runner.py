@@ -26,12 +26,13 @@ class CompiledRunner(TorchRunner):
     backend = "compiled"
 
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
-                 config=None, fold_bn: bool = True):
+                 config=None, fold_bn: bool = True, freezing: bool = True):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         super().__init__(encoder, precision, device, config)
         self.mode = mode
         self.fold_bn = fold_bn
+        self.freezing = freezing
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
 
@@ -58,10 +59,15 @@ class CompiledRunner(TorchRunner):
         key = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
         fn = self._compiled.get(key)
         if fn is None:
+            # every bucket is a new specialisation of the same forward: lift dynamo's recompile cap
+            dynamo_config = torch._dynamo.config
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 8 * (len(self._compiled) + 2))
+            dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 1024)
             # dynamic=False: one specialised graph per bucket, no recompiles on shape guards
             fn = torch.compile(self.model, mode=self.mode, dynamic=False, fullgraph=True)
             t0 = time.perf_counter()
-            with torch.inference_mode():
+            # freezing: weights become constants, so Inductor folds them (BN, casts) and picks conv layouts
+            with torch.inference_mode(), torch._inductor.config.patch(freezing=self.freezing):
                 for _ in range(3):  # compile, then let CUDA-graph trees record and warm
                     fn(x)
             self.synchronize()
