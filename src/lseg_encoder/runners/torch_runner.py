@@ -41,6 +41,11 @@ class TorchRunner(Runner):
 
     def _activate_impl(self) -> None:
         require_device(self.device)
+        if self.precision == "fp32" and self.device.type == "cuda":
+            # The fp32 reference must be fp32: cuDNN convs default to TF32 on Ampere and later,
+            # which alone moves the features by ~1e-3. (Process-wide; fp16 runners are unaffected.)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         model = self._encoder_or_loader
         if not isinstance(model, LSegEncoder):
             model = model()

@@ -1,0 +1,65 @@
+"""nox sessions: tests (default CPU suite), fidelity, benchmark, gpu, lint, cpp.
+
+Every session runs in its own venv with the pinned CPU torch wheel installed first (an unpinned
+torch would pull a multi-GB CUDA build); the `gpu` session instead reuses the machine's own Python
+(`python=False`), where a CUDA torch is already installed.
+"""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+TORCH = "torch==2.13.0"
+
+
+def _install(session):
+    session.install(TORCH)
+    session.install("-e", ".[test]")
+
+
+@nox.session
+def tests(session):
+    """The CI suite: everything but benchmarks (golden, export, engines, fidelity on CPU, C++)."""
+    _install(session)
+    session.run("pytest", "-q", "-rs", *session.posargs)
+
+
+@nox.session
+def fidelity(session):
+    """Only the fidelity matrix (`pytest -m fidelity`)."""
+    _install(session)
+    session.run("pytest", "-q", "-rs", "-m", "fidelity", *session.posargs)
+
+
+@nox.session
+def benchmark(session):
+    """pytest-benchmark latency suite (tiny config on CPU; writes .benchmarks/latest.json)."""
+    _install(session)
+    session.run("pytest", "--benchmark-only", "-m", "benchmark", "--benchmark-json=.benchmarks/latest.json",
+                *session.posargs)
+
+
+@nox.session(python=False)
+def gpu(session):
+    """On a CUDA machine with torch installed: GPU fidelity (full ViT-L/16, six seed sizes) and the
+    benchmark table for torch fp32/fp16/compiled. Run with PYTHONPATH=src, no installs."""
+    session.run("python", "-m", "pytest", "-q", "-rs", "-m", "fidelity", "--fidelity-device", "cuda",
+                "--fidelity-backbone", "clip_vitl16_384", "--fidelity-report", "reports/gpu/fidelity",
+                "tests/test_fidelity.py", *session.posargs)
+    session.run("python", "-m", "lseg_encoder.cli", "bench", "--device", "cuda", "--backends",
+                "torch,torch-fp16,compiled", "--img_sizes", "260", "390", "520", "650", "780", "910",
+                "--iterations", "200", "--out", "reports/gpu/bench")
+
+
+@nox.session
+def lint(session):
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "conftest.py", "noxfile.py", "scripts")
+
+
+@nox.session
+def cpp(session):
+    """Configure and build lseg_cpp (AOTInductor backend; TensorRT where CMake finds it) and run
+    the C++ and AOTI tests. Needs cmake >= 3.18 and a C++17 compiler."""
+    _install(session)
+    session.run("pytest", "-q", "-rs", "tests/test_cpp.py", "tests/test_aoti.py",
+                *session.posargs)
