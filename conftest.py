@@ -67,3 +67,10 @@ def pytest_addoption(parser):
     group.addoption("--fidelity-sizes", default=None, help="comma-separated sizes N or HxW (default per device)")
     group.addoption("--fidelity-backends", default=None, help="comma-separated backends (default per device)")
     group.addoption("--fidelity-report", default=None, help="write the fidelity table (markdown + json) here")
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Add the project's machine record (CPU, GPU, driver, CUDA, torch/ORT/TensorRT versions)."""
+    from lseg_encoder.bench import machine_info as lseg_machine_info
+
+    machine_info["lseg_encoder"] = lseg_machine_info()

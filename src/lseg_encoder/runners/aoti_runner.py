@@ -65,3 +65,12 @@ class AOTIRunner(Runner):
     @torch.inference_mode()
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(self.device, non_blocking=True).contiguous())
+
+
+def runner_for_encoder(encoder, *, precision: str = "fp16", size: tuple[int, int] = (384, 384), batch: int = 1,
+                       device: str | torch.device = "cpu") -> AOTIRunner:
+    """A runner over the cached AOTInductor package of `encoder` at (batch, *size), compiled on first use."""
+    from ..aoti import cached_aoti_package
+
+    device_type = torch.device(device).type
+    return AOTIRunner(cached_aoti_package(encoder, size, batch, precision, device_type))

@@ -1,0 +1,127 @@
+"""`lseg-encoder bench`: latency of each backend at each size, as a table, JSON, markdown and a plot.
+
+Flag names follow the seed's benchmark (`--img_sizes`, `--iterations`, `--backends`); the work is
+`bench_report.run_benchmarks`, so the same report is three lines of Python away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_weights_args, parse_size, resolve_weights
+
+SEED_SIZES = ("260", "390", "520", "650", "780", "910")
+DEFAULT_BACKENDS = "torch,torch-fp16,compiled,onnxruntime,tensorrt"
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.replace(" ", ",").split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no backend given")
+    return list(dict.fromkeys(names))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="latency per backend and size: table, JSON, markdown and PNG plot")
+    add_weights_args(p)
+    p.add_argument("--img_sizes", "--img-sizes", dest="img_sizes", nargs="+", type=parse_size,
+                   default=[parse_size(s) for s in SEED_SIZES], metavar="N|HxW",
+                   help=f"input sizes (default: the seed's {' '.join(SEED_SIZES)})")
+    p.add_argument("--iterations", type=_positive, default=500, help="timed iterations per cell (default 500)")
+    p.add_argument("--warmup", type=_non_negative, default=10,
+                   help="untimed iterations before timing (default 10); compilation happens before these")
+    p.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
+    p.add_argument("--backends", type=_backend_list, default=_backend_list(DEFAULT_BACKENDS),
+                   help=f"comma-separated backends (default {DEFAULT_BACKENDS}); "
+                   "ones that cannot run here are listed as skipped with the reason")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--mode", choices=("device", "end-to-end", "both"), default="both",
+                   help="device-only (input and output on the device), end-to-end (host in, host out) or both")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak fp16 TFLOP/s of the device for the FLOP-floor line and ratios "
+                   "(default: known for H100, else no floor)")
+    p.add_argument("--out", default="reports/bench", help="output folder (default reports/bench)")
+    p.add_argument("--name", default=None,
+                   help="file stem of the outputs (default <backbone>_<device type>_b<batch>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    from ..errors import LsegError
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise LsegError(f"bad --device {device!r}; use cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise LsegError(f"bad --device {device!r}; use cpu, cuda or cuda:N")
+    return device
+
+
+def run(args) -> int:
+    import torch
+
+    from ..atomic import ensure_writable_parent
+    from ..bench_report import format_skipped, format_table, run_benchmarks, write_report
+    from ..checkpoint import load_encoder
+    from ..configs import get_config
+    from ..errors import LsegError
+    from ..runners import BACKENDS
+    from ..sizes import check_size
+
+    unknown = [b for b in args.backends if b not in BACKENDS]
+    if unknown:
+        raise LsegError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        raise LsegError(f"--peak-tflops must be > 0, got {args.peak_tflops}")
+    device = _check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    sizes = list(dict.fromkeys(tuple(s) for s in args.img_sizes))
+    known_backbone = args.backbone or (None if args.weights else "clip_vitl16_384")
+    if known_backbone:  # refuse bad sizes before loading (or synthesising) a 1.3 GB checkpoint
+        for h, w in sizes:
+            check_size(get_config(known_backbone), h, w)
+    ensure_writable_parent(f"{args.out}/report.json")
+
+    encoder = load_encoder(resolve_weights(args), backbone=args.backbone)
+    for h, w in sizes:
+        check_size(encoder.config, h, w)
+    modes = ["device", "end-to-end"] if args.mode == "both" else [args.mode]
+    report = run_benchmarks(encoder, args.backends, sizes, device=device, batch=args.batch,
+                            iterations=args.iterations, warmup=args.warmup, modes=modes,
+                            peak_tflops=args.peak_tflops, progress=not args.no_progress)
+    if not report.results:
+        raise LsegError("no backend could run:\n  " + format_skipped(report).replace("\n", "\n  "))
+    for mode in modes:
+        print(format_table(report, mode))
+        print()
+    if report.skipped:
+        print("not measured:")
+        print("  " + format_skipped(report).replace("\n", "\n  "))
+    paths = write_report(report, args.out, args.name)
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    failed = [s for s in report.skipped if s.status == "failed"]
+    return 1 if failed else 0

@@ -1,0 +1,113 @@
+"""`lseg-encoder compare`: fidelity of two feature files, of backends against the first, or of two
+checkpoints on one backend; writes compare.json, compare.md and a per-pixel cosine heat-map.
+
+    lseg-encoder compare cand.npy ref.npy [--precision fp16]
+    lseg-encoder compare --weights W.ckpt --backends torch,onnxruntime-fp16 --sizes 260 390
+    lseg-encoder compare --weights A.ckpt --weights-b B.ckpt --backend torch --sizes 390
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .common import add_weights_args, parse_size
+
+
+def register(sub) -> None:
+    from ..runners import BACKENDS
+    from ..tolerances import TOLERANCES
+
+    p = sub.add_parser("compare", help="compare feature files, backends, or two checkpoints (JSON + markdown + PNG)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="*", metavar="NPY", help="candidate.npy reference.npy: (C,h,w) or (B,C,h,w)")
+    p.add_argument("--precision", default="fp32", choices=list(TOLERANCES),
+                   help="tolerance row for two feature files (default fp32)")
+    add_weights_args(p)
+    p.add_argument("--weights-b", help="second checkpoint (the reference): cross-checkpoint mode, metrics only")
+    p.add_argument("--backends", default="torch,onnxruntime",
+                   help="comma-separated backends; the first is the reference (default torch,onnxruntime)")
+    p.add_argument("--backend", default="torch", choices=list(BACKENDS),
+                   help="backend of cross-checkpoint mode (default torch)")
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=[(384, 384)], metavar="N|HxW",
+                   help="input sizes (default 384)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="reports/compare", help="output folder (default reports/compare)")
+    p.set_defaults(func=run)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    from ..errors import LsegError
+    from ..report import failure_lines, markdown_table, write_compare_report
+
+    if args.files:
+        if len(args.files) != 2:
+            raise LsegError(f"give two feature files (candidate, reference), got {len(args.files)}")
+        rows, skipped, meta = _files_mode(args)
+    elif args.weights_b:
+        rows, skipped, meta = _checkpoints_mode(args)
+    else:
+        rows, skipped, meta = _backends_mode(args)
+    paths = write_compare_report(rows, args.out, meta=meta, skipped=skipped)
+    print(markdown_table(rows), end="")
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    failures = failure_lines(rows)
+    for line in failures:
+        print(f"FAIL {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _files_mode(args):
+    from ..report import compare_files, prompt_features
+
+    text = prompt_features(args.weights) if args.weights else None
+    row = compare_files(args.files[0], args.files[1], args.precision, text)
+    meta = {"mode": "files", "candidate": args.files[0], "reference": args.files[1], "precision": args.precision}
+    return [row], {}, meta
+
+
+def _checkpoints_mode(args):
+    from pathlib import Path
+
+    from ..checkpoint import load_encoder
+    from ..report import compare_checkpoints, prompt_features
+
+    if not args.weights:
+        from ..errors import LsegError
+
+        raise LsegError("--weights-b needs --weights (the candidate checkpoint)")
+    enc_a = load_encoder(args.weights, backbone=args.backbone)
+    enc_b = load_encoder(args.weights_b, backbone=args.backbone)
+    names = (Path(args.weights).name, Path(args.weights_b).name)
+    rows = compare_checkpoints(enc_a, enc_b, args.backend, args.sizes, device=args.device,
+                               text_features=prompt_features(args.weights_b), names=names, say=_say)
+    meta = {"mode": "checkpoints", "backend": args.backend, "weights": args.weights, "weights_b": args.weights_b,
+            "device": args.device}
+    return rows, {}, meta
+
+
+def _backends_mode(args):
+    from ..checkpoint import load_encoder
+    from ..errors import LsegError
+    from ..report import compare_backends, prompt_features
+    from ..runners import BACKENDS
+    from .common import resolve_weights
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise LsegError(f"unknown backend {unknown[0]!r}; known: {', '.join(BACKENDS)}")
+    if len(backends) < 2:
+        raise LsegError("--backends needs at least two backends (the first is the reference)")
+    weights = resolve_weights(args)
+    encoder = load_encoder(weights, backbone=args.backbone)
+    rows, skipped = compare_backends(encoder, backends, args.sizes, device=args.device,
+                                     text_features=prompt_features(weights), say=_say)
+    meta = {"mode": "backends", "reference": backends[0], "weights": weights, "backbone": encoder.config.name,
+            "synthetic_weights": bool(getattr(encoder, "synthetic", False)), "device": args.device}
+    return rows, skipped, meta
