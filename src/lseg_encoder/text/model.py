@@ -85,7 +85,7 @@ class Attention(nn.Module):
         else:
             # query i (absolute position past + offset + i) sees keys 0..its own position
             first_query = past + (length - 1 if last_query_only else 0)
-            rows = torch.arange(q.shape[2]).unsqueeze(1) + first_query
+            rows = torch.arange(q.shape[2], device=q.device).unsqueeze(1) + first_query
             allowed = torch.arange(k.shape[2], device=q.device).unsqueeze(0) <= rows
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         out = out.transpose(1, 2).reshape(n, q.shape[2], width)
