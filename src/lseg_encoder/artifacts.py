@@ -18,6 +18,15 @@ from .atomic import atomic_path
 from .cache import cache_dir
 
 
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file, read in 4 MiB chunks (checkpoints, ONNX files and engines are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def artifact_key(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

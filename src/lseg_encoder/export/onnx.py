@@ -18,7 +18,6 @@ renamed into place, so a failed export or validation leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..artifacts import sha256_file  # noqa: F401  (re-exported)
 from ..atomic import atomic_path, ensure_writable_parent
 from ..configs import EncoderConfig
 from ..errors import ExportError
@@ -71,14 +71,6 @@ def default_onnx_path(backbone: str, checkpoint: str | Path | None, precision: s
     if static:
         name += f"_static{static[0]}x{static[1]}"
     return Path("models") / "onnx_engines" / f"{name}.onnx"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _metadata(config: EncoderConfig, precision: str, opset: int, dynamic: bool, size, batch,
