@@ -8,7 +8,9 @@ needs the checkpoint or the config to know the input shape, the precision or the
 
 Input and output are always float32 (normalised image in, unit-norm features out), whatever the
 precision, so every caller passes the same tensors. fp16 packages hold fp16 weights and compute in
-fp16, with the final channel normalisation in fp32 (see `HalfComputeEncoder` for why not autocast).
+fp16, with the final channel normalisation in fp32 (`model.fuse.LowPrecisionEncoder`, the same fp16 graph
+with fp32 islands that the ONNX exporter and the compiled runner use, rather than autocast: the
+exported graph then states every dtype and the package stores fp16 weights).
 
 Inductor generates code for the CPU ISA (or GPU compute capability) of the machine that compiles,
 so a package is tied to that kind of machine; the runner checks this from the metadata before
@@ -17,7 +19,6 @@ loading the shared library.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import sys
@@ -34,13 +35,13 @@ from torch import nn
 from .configs import EncoderConfig
 from .errors import BackendUnavailable, LsegError
 from .model import LSegEncoder
-from .model.encoder import normalize_channels
+from .model.fuse import LowPrecisionEncoder
 from .sizes import check_size
 
 PRECISIONS = ("fp32", "fp16")
 DEVICES = ("cpu", "cuda")
 METADATA_SCHEMA = "1"
-_GRAPH_REVISION = "2"  # bump when the exported graph changes, so cached packages are rebuilt
+_GRAPH_REVISION = "3"  # bump when the exported graph changes, so cached packages are rebuilt
 INPUT_NAME = "image"
 
 
@@ -123,30 +124,6 @@ class AOTIPackageResult:
         return self.path.stat().st_size
 
 
-class HalfComputeEncoder(nn.Module):
-    """fp32 image in -> fp16 backbone and decoder -> fp32 normalisation -> fp32 features out.
-
-    Chosen over `torch.autocast` inside `torch.export`: the exported graph then states every dtype
-    explicitly (no autocast region for export and Inductor to interpret), the package stores fp16
-    weights (half the size), and the result does not depend on autocast's per-op policy changing
-    between torch versions. The one op where fp16 is known to be unsafe, the channel L2 norm (its sum
-    of squares can overflow), runs in fp32. LayerNorm and softmax inside SDPA accumulate in fp32 in
-    the fp16 kernels of both CPU and CUDA.
-    """
-
-    def __init__(self, encoder: LSegEncoder):
-        super().__init__()
-        half = copy.deepcopy(encoder).to(torch.float16)
-        self.config = encoder.config
-        self.pretrained = half.pretrained
-        self.scratch = half.scratch
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, layers = self.pretrained(x.to(torch.float16))
-        _, head = self.scratch(layers)
-        return normalize_channels(head.float())
-
-
 class ContiguousOutput(nn.Module):
     """Returns the features NCHW-contiguous, as the eager encoder does.
 
@@ -175,7 +152,7 @@ def _stderr(text: str) -> None:
 
 def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, precision: str = "fp32",
                    device: str = "cpu") -> torch.export.ExportedProgram:
-    """`torch.export` of the encoder (fp32 or `HalfComputeEncoder`) at one static input shape."""
+    """`torch.export` of the encoder (fp32 or `LowPrecisionEncoder` fp16) at one static input shape."""
     if precision not in PRECISIONS:
         raise LsegError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     if device not in DEVICES:
@@ -188,7 +165,7 @@ def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, 
     check_size(encoder.config, height, width)
     model = encoder.to(device, torch.float32).eval()
     if precision == "fp16":
-        model = HalfComputeEncoder(model).eval()
+        model = LowPrecisionEncoder(model, torch.float16).eval()
     model = ContiguousOutput(model).eval()
     example = torch.zeros(batch, 3, height, width, device=device)
     with torch.no_grad():
@@ -298,15 +275,6 @@ def package_unavailable_reason(meta: dict[str, str]) -> str | None:
     return None
 
 
-def _weights_digest(encoder: nn.Module) -> str:
-    h = hashlib.sha256()
-    for key, value in sorted(encoder.state_dict().items()):
-        t = value.detach().to("cpu").contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _model_code_digest() -> str:
     """The model's source (and this module's): a changed forward must not reuse a stale package."""
     h = hashlib.sha256()
@@ -318,28 +286,19 @@ def _model_code_digest() -> str:
 
 def cached_aoti_package(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, precision: str = "fp32",
                         device: str = "cpu", progress: Callable[[str], None] | None = _stderr) -> Path:
-    """`package_aoti` into the artefact cache, keyed by a sha256 of everything that determines the
-    package (model code, weights, config, shape, precision, device, torch version, CPU ISA / GPU
+    """`package_aoti` into the artefact cache, keyed by everything that determines the package
+    (model code, weights, config, shape, precision, device, torch version, CPU ISA / GPU
     capability), built once under a file lock."""
-    from filelock import FileLock
-
-    from .cache import cache_dir
+    from .artifacts import cached_artifact, weights_fingerprint
 
     if device == "cuda" and torch.cuda.is_available():
         target = "sm" + "".join(map(str, torch.cuda.get_device_capability()))
     else:
         target = torch.backends.cpu.get_cpu_capability()
-    h = hashlib.sha256()
-    h.update(_model_code_digest().encode())
-    for part in (encoder.config.name, repr(encoder.config), _weights_digest(encoder), size, batch, precision,
-                 device, torch.__version__, target, METADATA_SCHEMA, _GRAPH_REVISION):
-        h.update(repr(part).encode())
-        h.update(b"\0")
-    folder = cache_dir("aoti")
-    stem = f"{encoder.config.name}_{size[0]}x{size[1]}_b{batch}_{precision}_{device}"
-    path = folder / f"{stem}_{h.hexdigest()[:16]}.pt2"
-    with FileLock(str(path) + ".lock"):
-        if not path.exists():
-            package_aoti(encoder, path, size, batch, precision, device, progress)
-    return path
-
+    key = {"code": _model_code_digest(), "backbone": encoder.config.name, "config": repr(encoder.config),
+           "weights": weights_fingerprint(encoder), "size": list(size), "batch": batch, "precision": precision,
+           "device": device, "torch": torch.__version__, "target": target, "schema": METADATA_SCHEMA,
+           "graph_revision": _GRAPH_REVISION}
+    stem = f"{encoder.config.name}_{size[0]}x{size[1]}_b{batch}_{precision}_{device}_"
+    build = lambda tmp: package_aoti(encoder, tmp, size, batch, precision, device, progress)  # noqa: E731
+    return cached_artifact("aoti", key, build, suffix=".pt2", stem=stem)

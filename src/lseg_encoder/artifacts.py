@@ -1,6 +1,6 @@
 """Build-once artefact cache (ONNX files, engines, AOTI packages) keyed by what determines them.
 
-`cached_artifact(kind, key, build)` returns `<cache>/<kind>/<sha256(key)[:16]><suffix>`, building it
+`cached_artifact(kind, key, build)` returns `<cache>/<kind>/[<stem>]<sha256(key)[:16]><suffix>`, building it
 with `build(tmp_path)` under a file lock and renaming it into place only when the build succeeds,
 so concurrent test workers or CLI calls never see half-written files. The key is a JSON-able dict
 of everything that changes the artefact (weights hash, precision, shapes, library versions, ...);
@@ -32,12 +32,12 @@ def artifact_key(key: dict) -> str:
 
 
 def cached_artifact(kind: str, key: dict, build: Callable[[Path], object], suffix: str,
-                    root: Path | None = None) -> Path:
+                    root: Path | None = None, stem: str = "") -> Path:
     from filelock import FileLock
 
     folder = Path(root) if root else cache_dir(kind)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{artifact_key(key)}{suffix}"
+    path = folder / f"{stem}{artifact_key(key)}{suffix}"  # `stem`: a readable prefix, optional
     with FileLock(str(path) + ".lock"):
         if not path.exists():
             with atomic_path(path, suffix=".tmp" + suffix) as tmp:
@@ -46,11 +46,22 @@ def cached_artifact(kind: str, key: dict, build: Callable[[Path], object], suffi
     return path
 
 
-def weights_fingerprint(encoder) -> str:
-    """sha256 over the module's tensors (names, shapes, bytes): identifies the weights, not the file."""
+def tensors_fingerprint(state) -> str:
+    """sha256 over names, dtypes, shapes and bytes of a mapping of tensors (any dtype, bf16 too).
+
+    Identifies weights, not files: the same tensors saved as .ckpt or .safetensors give one key,
+    and a change of a value or of its storage dtype gives a new one.
+    """
+    import torch
+
     h = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def weights_fingerprint(module) -> str:
+    """`tensors_fingerprint` of a module's state dict (keys ONNX files and AOTI packages)."""
+    return tensors_fingerprint(module.state_dict())

@@ -15,7 +15,6 @@ which label wins except at near-ties.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,17 +43,14 @@ def text_tower_state(state: Mapping[str, torch.Tensor], source: str = "state dic
 
 
 def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of the stored text-tower tensors.
+    """Fingerprint of the stored text-tower tensors (`artifacts.tensors_fingerprint`).
 
     Keys caches of anything derived from the text tower (vocabulary embeddings): any change of a
     weight, or of its storage dtype, gives a new key.
     """
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    from ..artifacts import tensors_fingerprint
+
+    return tensors_fingerprint(state)
 
 
 def _check_state(model: TextTransformer, state: dict[str, torch.Tensor], source: str) -> None:
