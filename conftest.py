@@ -32,7 +32,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
-    from lseg_encoder.synthetic import default_synthetic_checkpoint
+    from lseg_encoder.weights.synthetic import default_synthetic_checkpoint
 
     return default_synthetic_checkpoint("tiny")
 
@@ -47,7 +47,7 @@ def tiny_encoder(tiny_checkpoint):
 @pytest.fixture(scope="session")
 def vitl16_checkpoint() -> Path:
     """The full-size synthetic ViT-L/16 checkpoint (~1.3 GB, written once into the cache)."""
-    from lseg_encoder.synthetic import default_synthetic_checkpoint
+    from lseg_encoder.weights.synthetic import default_synthetic_checkpoint
 
     return default_synthetic_checkpoint("clip_vitl16_384")
 
@@ -71,6 +71,6 @@ def pytest_addoption(parser):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Add the project's machine record (CPU, GPU, driver, CUDA, torch/ORT/TensorRT versions)."""
-    from lseg_encoder.bench import machine_info as lseg_machine_info
+    from lseg_encoder.suites.timing import machine_info as lseg_machine_info
 
     machine_info["lseg_encoder"] = lseg_machine_info()

@@ -170,7 +170,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from lseg_encoder import default_synthetic_checkpoint, load_encoder
-    from lseg_encoder.aoti import cached_aoti_package
+    from lseg_encoder.export.aoti import cached_aoti_package
 
     if args.device == "cuda" and not torch.cuda.is_available():
         log("torch.cuda.is_available() is False: run this on the GPU machine, or pass --device cpu")

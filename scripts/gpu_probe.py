@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from lseg_encoder.bench import encoder_flops, machine_info, time_runner
-from lseg_encoder.checkpoint import RawCheckpoint, load_state_strict
-from lseg_encoder.compare import feature_metrics
+from lseg_encoder.fidelity.metrics import feature_metrics
 from lseg_encoder.model import build_encoder
 from lseg_encoder.runners import TorchRunner
 from lseg_encoder.runners.compiled_runner import CompiledRunner
-from lseg_encoder.synthetic import synthetic_state_dict
+from lseg_encoder.suites.timing import encoder_flops, machine_info, time_runner
+from lseg_encoder.weights.checkpoint import RawCheckpoint, load_state_strict
+from lseg_encoder.weights.synthetic import synthetic_state_dict
 
 
 def matmul_peak_tflops(n: int = 8192, reps: int = 20) -> float:

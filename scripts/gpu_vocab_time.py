@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from lseg_encoder.synthetic import default_synthetic_checkpoint
 from lseg_encoder.text import load_text_encoder
 from lseg_encoder.text.vocabulary import vocabulary_embeddings
+from lseg_encoder.weights.synthetic import default_synthetic_checkpoint
 
 ckpt = default_synthetic_checkpoint("tiny")  # carries the real-size CLIP ViT-B/32 text tower
 text = load_text_encoder(ckpt, device="cuda")

@@ -1,4 +1,4 @@
-"""AOTInductor packaging (`lseg_encoder.aoti`, `lseg-encoder package-aoti`) and `AOTIRunner`, on CPU.
+"""AOTInductor packaging (`lseg_encoder.export.aoti`, `lseg-encoder package-aoti`) and `AOTIRunner`, on CPU.
 
 One fp32 tiny package comes from the artefact cache (compiled once, shared with `test_cpp.py`); one
 fp16 package is written by the CLI. Each compile takes ~15-35 s on two CPU cores.
@@ -12,20 +12,20 @@ import zipfile
 import pytest
 import torch
 
-from lseg_encoder.aoti import (
+from lseg_encoder.errors import BackendUnavailable, InputSizeError, LsegError
+from lseg_encoder.export.aoti import (
     AOTIPackageSpec,
     PackageError,
     cached_aoti_package,
     package_aoti,
     read_package_spec,
 )
-from lseg_encoder.compare import check, feature_metrics
-from lseg_encoder.errors import BackendUnavailable, InputSizeError, LsegError
+from lseg_encoder.fidelity.metrics import check, feature_metrics
 from lseg_encoder.runners.aoti_runner import AOTIRunner
 from lseg_encoder.runners.torch_runner import TorchRunner
 
 SIZE = (64, 96)  # tiny: H//16 and W//16 even -> output (512, 32, 48)
-# Limits come from the library's one tolerance table (`lseg_encoder.tolerances`) through `compare.check`.
+# Limits come from the library's one tolerance table (`lseg_encoder.fidelity.tolerances`) through `compare.check`.
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ import struct
 import pytest
 import torch
 
-from lseg_encoder.bench import machine_info, time_runner
 from lseg_encoder.cli import main
+from lseg_encoder.suites.timing import machine_info, time_runner
 
 # --------------------------------------------------------------------------------------------------
 # pytest-benchmark suite
@@ -126,8 +126,8 @@ def runner_pool():
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_latency(benchmark, request, runner_pool, backbone, side, backend, mode):
-    from lseg_encoder.bench import encoder_flops
     from lseg_encoder.bench_report import known_peak
+    from lseg_encoder.suites.timing import encoder_flops
 
     reason = _plan_skip(runner_pool.device, backbone, side, backend)
     if reason:
@@ -220,12 +220,12 @@ def test_cli_writes_table_json_markdown_png(tmp_path, capsys):
 
 @pytest.mark.parametrize("size", ["250", "256x250"])
 def test_cli_refuses_invalid_size_before_loading(tmp_path, capsys, monkeypatch, size):
-    import lseg_encoder.checkpoint
+    import lseg_encoder.weights.checkpoint
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("weights were loaded before the size check")
 
-    monkeypatch.setattr(lseg_encoder.checkpoint, "load_encoder", must_not_load)
+    monkeypatch.setattr(lseg_encoder.weights.checkpoint, "load_encoder", must_not_load)
     rc = main(["bench", "--img_sizes", "260", size, "--backends", "torch", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2

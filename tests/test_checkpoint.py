@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lseg_encoder import load_encoder
-from lseg_encoder.checkpoint import read_checkpoint
 from lseg_encoder.errors import CheckpointError
-from lseg_encoder.synthetic import synthetic_checkpoint, synthetic_state_dict
+from lseg_encoder.weights.checkpoint import read_checkpoint
+from lseg_encoder.weights.synthetic import synthetic_checkpoint, synthetic_state_dict
 
 
 @pytest.fixture(scope="module")

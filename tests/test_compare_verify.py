@@ -74,7 +74,7 @@ def test_compare_backends_writes_json_md_png(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_compare_two_checkpoints_metrics_only(tiny_checkpoint, tmp_path):
-    from lseg_encoder.synthetic import default_synthetic_checkpoint
+    from lseg_encoder.weights.synthetic import default_synthetic_checkpoint
 
     other = default_synthetic_checkpoint("tiny", offset=1)
     out = tmp_path / "ckpts"
@@ -114,7 +114,7 @@ def test_verify_fails_on_a_broken_tolerance(tiny_checkpoint, tmp_path, monkeypat
     """A verdict failing makes `verify` exit 1 and say FAIL; demonstrated with an impossible fp32 row."""
     import dataclasses
 
-    from lseg_encoder import tolerances
+    from lseg_encoder.fidelity import tolerances
 
     strict = dataclasses.replace(tolerances.TOLERANCES["fp32"], max_abs=0.0, rel_l2=0.0)
     monkeypatch.setitem(tolerances.TOLERANCES, "fp32", strict)

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from lseg_encoder.aoti import cached_aoti_package
-from lseg_encoder.compare import check, feature_metrics
+from lseg_encoder.export.aoti import cached_aoti_package
+from lseg_encoder.fidelity.metrics import check, feature_metrics
 from lseg_encoder.runners.aoti_runner import AOTIRunner
 
 pytestmark = pytest.mark.cpp
@@ -79,7 +79,7 @@ def _fail(step: str, proc: subprocess.CompletedProcess) -> None:
 def lseg_cpp() -> Path:
     from filelock import FileLock
 
-    from lseg_encoder.cache import cache_dir
+    from lseg_encoder.store.cache import cache_dir
 
     cmake, cxx, reason = build_tools()
     if reason:

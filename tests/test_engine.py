@@ -25,7 +25,6 @@ import types
 import pytest
 import torch
 
-from lseg_encoder.cache import cache_dir
 from lseg_encoder.engine import (
     BuildOptions,
     EngineMetadata,
@@ -44,6 +43,7 @@ from lseg_encoder.engine import (
 )
 from lseg_encoder.engine.sidecar import sha256_file
 from lseg_encoder.errors import BackendUnavailable, EngineError, InputSizeError, LsegError
+from lseg_encoder.store.cache import cache_dir
 
 pytestmark = pytest.mark.trt
 
@@ -471,7 +471,7 @@ def _input(batch, h, w, seed=0):
 @pytest.mark.parametrize("spec,shape", [(STATIC[0], (1, 384, 384)), (DYNAMIC, (3, 320, 448))],
                          ids=["static", "dynamic"])
 def test_runner_fidelity(built, tiny_encoder, precision, spec, shape):
-    from lseg_encoder.compare import check, feature_metrics
+    from lseg_encoder.fidelity.metrics import check, feature_metrics
     from lseg_encoder.runners.tensorrt_runner import TensorRTRunner
 
     runner = _activate_or_skip(TensorRTRunner(built(precision, spec).path))

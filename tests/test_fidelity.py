@@ -22,8 +22,8 @@ import json
 import pytest
 import torch
 
-from lseg_encoder.compare import FIDELITY_PROMPTS, check, feature_metrics
 from lseg_encoder.errors import BackendUnavailable
+from lseg_encoder.fidelity.metrics import FIDELITY_PROMPTS, check, feature_metrics
 from lseg_encoder.runners import BACKENDS, make_runner
 
 pytestmark = pytest.mark.fidelity
@@ -145,7 +145,7 @@ class FidelityState:
 def write_report(path, results, device):
     from pathlib import Path
 
-    from lseg_encoder.bench import machine_info
+    from lseg_encoder.suites.timing import machine_info
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from _golden import DATA
 from lseg_encoder.configs import get_config
 from lseg_encoder.model import build_encoder
 from lseg_encoder.model.encoder import checkpoint_to_module_key, is_ignored_checkpoint_key
-from lseg_encoder.synthetic import checkpoint_layout, fill_value
+from lseg_encoder.weights.synthetic import checkpoint_layout, fill_value
 
 LAYOUTS = {
     "clip_vitl16_384": "lseg_clip_vitl16_384.keys.json",

@@ -11,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lseg_encoder.compare import check, feature_metrics
 from lseg_encoder.errors import ExportError
 from lseg_encoder.export.onnx import cached_onnx, export_onnx
+from lseg_encoder.fidelity.metrics import check, feature_metrics
 from lseg_encoder.runners.onnxruntime_runner import OnnxRuntimeRunner
 
 SIZES = [(256, 256), (320, 480), (448, 224)]

@@ -72,8 +72,8 @@ def test_segment_image_api_with_a_runner(tiny_encoder):
 
     from lseg_encoder.runners import TorchRunner
     from lseg_encoder.segment import segment_image
-    from lseg_encoder.synthetic import default_synthetic_checkpoint
     from lseg_encoder.text import load_text_encoder
+    from lseg_encoder.weights.synthetic import default_synthetic_checkpoint
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 90, 3), dtype=np.uint8))
     text = load_text_encoder(default_synthetic_checkpoint("tiny"))

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from lseg_encoder.errors import CheckpointError, LabelError
-from lseg_encoder.synthetic import fill_value, text_tower_layout
 from lseg_encoder.text import get_tokenizer, load_text_encoder, tokenize
+from lseg_encoder.weights.synthetic import fill_value, text_tower_layout
 
 GOLDEN = Path(__file__).parent / "data" / "clip_text_vitb32.npz"
 FEATURE_ATOL = 1e-4  # SPEC: smallest plausible mistake (LN eps) moves features by 6e-3

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from lseg_encoder.cli import main
-from lseg_encoder.synthetic import fill_value, text_tower_layout
 from lseg_encoder.text import load_text_encoder
 from lseg_encoder.text.tokenizer import tokenize
 from lseg_encoder.text.vocabulary import cache_key, encode_prompts, vocabulary_embeddings, vocabulary_prompts
+from lseg_encoder.weights.synthetic import fill_value, text_tower_layout
 from lseg_encoder.wordfree import vocabulary_argmax, wordfree_features
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .checkpoint import load_encoder
 from .configs import CONFIGS, EncoderConfig, get_config
 from .errors import LsegError
 from .model import LSegEncoder, build_encoder
 from .sizes import check_size
-from .synthetic import default_synthetic_checkpoint, synthetic_checkpoint
+from .weights.checkpoint import load_encoder
+from .weights.synthetic import default_synthetic_checkpoint, synthetic_checkpoint
 
 __all__ = [
     "CONFIGS", "EncoderConfig", "LSegEncoder", "LsegError", "__version__", "build_encoder", "check_size",

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
-from .bench import LatencyStats, encoder_flops, machine_info, time_runner
 from .errors import BackendUnavailable, LsegError
+from .store.atomic import atomic_path
+from .suites.timing import LatencyStats, encoder_flops, machine_info, time_runner
 
 REPORT_SCHEMA_VERSION = 1
 MODES = ("device", "end-to-end")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .store.atomic import atomic_path
 
 OTHERS_GREY = (0.62, 0.62, 0.62)
 

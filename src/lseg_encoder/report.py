@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_path, write_bytes_atomic
-from .compare import FIDELITY_PROMPTS, FeatureMetrics, Verdict, check, feature_metrics, pixel_cosine
 from .errors import BackendUnavailable, LsegError
+from .fidelity.metrics import FIDELITY_PROMPTS, FeatureMetrics, Verdict, check, feature_metrics, pixel_cosine
+from .store.atomic import atomic_path, write_bytes_atomic
 
 Say = Callable[[str], None]
 REPORT_SCHEMA = "lseg-encoder/compare/v1"

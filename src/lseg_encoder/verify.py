@@ -115,8 +115,8 @@ def _build_engines(encoder, backends: Sequence[str], result: VerifyResult, say: 
 
 def _run_backend(encoder, backend: str, result: VerifyResult, timing: dict, say: Say) -> dict:
     """{size: features} of one backend; times it at the first size. Raises BackendUnavailable."""
-    from .bench import time_runner
     from .runners import make_runner
+    from .suites.timing import time_runner
 
     features = {}
     for i, size in enumerate(result.sizes):
@@ -161,8 +161,8 @@ def render_side_by_side(pil, segmentations: dict, output: Path, *, title: str, d
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from .atomic import atomic_path
     from .render import legend_entries
+    from .store.atomic import atomic_path
 
     first = next(iter(segmentations.values()))
     entries, colours = legend_entries(first.labels, first.fractions)
@@ -197,11 +197,11 @@ def run_verify(weights: str | Path, *, backbone: str | None = None, sizes: Seque
                device: str = "cpu", backends: Sequence[str] | None = None, out: str | Path = "reports/verify",
                iterations: int | None = None, say: Say = print) -> VerifyResult:
     """Run all five steps and write `report.md`, `report.json` and `segmentation.png` under `out`."""
-    from .bench import machine_info
-    from .checkpoint import load_encoder
-    from .compare import FIDELITY_PROMPTS, feature_metrics
+    from .fidelity.metrics import FIDELITY_PROMPTS, feature_metrics
     from .runners import BACKENDS
+    from .suites.timing import machine_info
     from .text import load_text_encoder
+    from .weights.checkpoint import load_encoder
 
     start = time.perf_counter()
     out = Path(out)

@@ -83,13 +83,13 @@ def _check_device(device: str) -> str:
 def run(args) -> int:
     import torch
 
-    from ..atomic import ensure_writable_parent
     from ..bench_report import format_skipped, format_table, run_benchmarks, write_report
-    from ..checkpoint import load_encoder
     from ..configs import get_config
     from ..errors import LsegError
     from ..runners import BACKENDS
     from ..sizes import check_size
+    from ..store.atomic import ensure_writable_parent
+    from ..weights.checkpoint import load_encoder
 
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown:

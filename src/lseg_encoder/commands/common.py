@@ -19,7 +19,7 @@ def resolve_weights(args) -> str:
     """The checkpoint path to use; warns loudly when falling back to synthetic weights."""
     if args.weights:
         return args.weights
-    from ..synthetic import default_synthetic_checkpoint
+    from ..weights.synthetic import default_synthetic_checkpoint
 
     backbone = args.backbone or "clip_vitl16_384"
     print(f"warning: no --weights given: using SYNTHETIC {backbone} weights (reference fill rule), "

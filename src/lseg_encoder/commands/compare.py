@@ -14,8 +14,8 @@ from .common import add_weights_args, parse_size
 
 
 def register(sub) -> None:
+    from ..fidelity.tolerances import TOLERANCES
     from ..runners import BACKENDS
-    from ..tolerances import TOLERANCES
 
     p = sub.add_parser("compare", help="compare feature files, backends, or two checkpoints (JSON + markdown + PNG)",
                        description=__doc__.split("\n\n")[0])
@@ -74,8 +74,8 @@ def _files_mode(args):
 def _checkpoints_mode(args):
     from pathlib import Path
 
-    from ..checkpoint import load_encoder
     from ..report import compare_checkpoints, prompt_features
+    from ..weights.checkpoint import load_encoder
 
     if not args.weights:
         from ..errors import LsegError
@@ -92,10 +92,10 @@ def _checkpoints_mode(args):
 
 
 def _backends_mode(args):
-    from ..checkpoint import load_encoder
     from ..errors import LsegError
     from ..report import compare_backends, prompt_features
     from ..runners import BACKENDS
+    from ..weights.checkpoint import load_encoder
     from .common import resolve_weights
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

@@ -21,8 +21,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import load_encoder
     from ..export.onnx import default_onnx_path, export_onnx, sha256_file
+    from ..weights.checkpoint import load_encoder
 
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone)

@@ -20,9 +20,9 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from ..atomic import save_npy_atomic
-    from ..checkpoint import load_encoder
     from ..preprocess import preprocess, sample_image_path
+    from ..store.atomic import save_npy_atomic
+    from ..weights.checkpoint import load_encoder
 
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone, device=args.device)

@@ -26,8 +26,8 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from ..aoti import package_aoti
-    from ..checkpoint import load_encoder
+    from ..export.aoti import package_aoti
+    from ..weights.checkpoint import load_encoder
 
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone)

@@ -16,8 +16,8 @@ from .common import add_weights_args, parse_size, resolve_weights
 def make_runner(backend: str, weights: str, backbone: str | None = None, device: str = "cpu",
                 size: tuple[int, int] = (384, 384)):
     """An inactive runner of any registered backend (`runners.BACKENDS`) for this checkpoint."""
-    from ..checkpoint import load_encoder
     from ..runners import make_runner as runner_for_backend
+    from ..weights.checkpoint import load_encoder
 
     return runner_for_backend(backend, load_encoder(weights, backbone=backbone), device=device, size=size)
 
@@ -43,8 +43,8 @@ def register(sub) -> None:
 
 
 def write_outputs(image, result, output: str, meta: dict, title: str, max_legend: int = 20) -> tuple[Path, Path]:
-    from ..atomic import write_bytes_atomic
     from ..render import render_segmentation
+    from ..store.atomic import write_bytes_atomic
 
     png = Path(output)
     if png.suffix.lower() != ".png":

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..atomic import atomic_path
 from ..errors import BackendUnavailable, EngineError
+from ..store.atomic import atomic_path
 from .backend import CapturedLog, TrtBackend, cuda_available, current_compute_capability, load_backend
 from .cache import EngineCache, cache_key
 from .options import BuildOptions, Profile, ShapeSpec, default_engine_name, parse_shape

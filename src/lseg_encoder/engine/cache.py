@@ -29,7 +29,7 @@ def engine_cache_dir(explicit: str | os.PathLike | None = None) -> Path:
     elif os.environ.get("LSEG_ENGINE_CACHE"):
         path = Path(os.environ["LSEG_ENGINE_CACHE"])
     else:
-        from ..cache import cache_dir
+        from ..store.cache import cache_dir
 
         return cache_dir("engines")
     path.mkdir(parents=True, exist_ok=True)

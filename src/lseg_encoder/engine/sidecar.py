@@ -14,9 +14,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..artifacts import sha256_file  # noqa: F401  (re-exported)
-from ..atomic import atomic_path
 from ..errors import EngineError
+from ..store.artifacts import sha256_file  # noqa: F401  (re-exported)
+from ..store.atomic import atomic_path
 
 SCHEMA = "lseg-encoder.engine-sidecar"
 SCHEMA_VERSION = 1

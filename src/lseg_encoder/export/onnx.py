@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..artifacts import sha256_file  # noqa: F401  (re-exported)
-from ..atomic import atomic_path, ensure_writable_parent
 from ..configs import EncoderConfig
 from ..errors import ExportError
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder
 from ..sizes import check_size, round_to_valid
+from ..store.artifacts import sha256_file  # noqa: F401  (re-exported)
+from ..store.atomic import atomic_path, ensure_writable_parent
 
 MIN_OPSET, MAX_OPSET = 17, 23
 PRODUCER = "lseg-encoder"
@@ -225,7 +225,7 @@ def _other_size(config: EncoderConfig, size: tuple[int, int]) -> tuple[int, int]
 
 def validate_onnx(path: Path, encoder: LSegEncoder, precision: str, sizes, batch: int, log) -> list:
     """Run ONNX Runtime (CPU) and PyTorch fp32 at `sizes`; raise ExportError past tolerance."""
-    from ..compare import check, feature_metrics
+    from ..fidelity.metrics import check, feature_metrics
     from ..runners.onnxruntime_runner import OnnxRuntimeRunner
 
     verdicts = []
@@ -250,7 +250,7 @@ def cached_onnx(encoder: LSegEncoder, *, precision: str = "fp32", dynamic: bool 
                 size: tuple[int, int] = (384, 384), batch: int = 1, opset: int = 18, check: bool = True,
                 fp16_islands: bool = True, verbose: bool = False) -> Path:
     """The ONNX file for these settings from the artefact cache, exported (and validated) once."""
-    from ..artifacts import cached_artifact, weights_fingerprint
+    from ..store.artifacts import cached_artifact, weights_fingerprint
 
     key = {"weights": weights_fingerprint(encoder), "backbone": encoder.config.name, "precision": precision,
            "dynamic": dynamic, "size": None if dynamic else list(size), "trace_size": list(size),

@@ -1,4 +1,4 @@
-"""AOTInductor backend: runs a `.pt2` package from `lseg_encoder.aoti.package_aoti`.
+"""AOTInductor backend: runs a `.pt2` package from `lseg_encoder.export.aoti.package_aoti`.
 
 The package fixes the input shape, precision and device at packaging time; all three are read from
 its metadata when the runner is constructed (a small zip read, no library loaded), so `input_spec`
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from ..aoti import (
+from ..configs import get_config
+from ..errors import BackendUnavailable
+from ..export.aoti import (
     INPUT_NAME,
     AOTIPackageSpec,
     PackageError,
     package_unavailable_reason,
     read_package_metadata,
 )
-from ..configs import get_config
-from ..errors import BackendUnavailable
 from .base import InputSpec, Runner
 
 
@@ -70,7 +70,7 @@ class AOTIRunner(Runner):
 def runner_for_encoder(encoder, *, precision: str = "fp16", size: tuple[int, int] = (384, 384), batch: int = 1,
                        device: str | torch.device = "cpu") -> AOTIRunner:
     """A runner over the cached AOTInductor package of `encoder` at (batch, *size), compiled on first use."""
-    from ..aoti import cached_aoti_package
+    from ..export.aoti import cached_aoti_package
 
     device_type = torch.device(device).type
     return AOTIRunner(cached_aoti_package(encoder, size, batch, precision, device_type))

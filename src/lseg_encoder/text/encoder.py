@@ -48,7 +48,7 @@ def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
     Keys caches of anything derived from the text tower (vocabulary embeddings): any change of a
     weight, or of its storage dtype, gives a new key.
     """
-    from ..artifacts import tensors_fingerprint
+    from ..store.artifacts import tensors_fingerprint
 
     return tensors_fingerprint(state)
 
@@ -122,7 +122,7 @@ def load_text_encoder(source: str | Path | Mapping[str, torch.Tensor], *, device
     if isinstance(source, Mapping):
         name, state = "state dict", dict(source)
     else:
-        from ..checkpoint import read_checkpoint
+        from ..weights.checkpoint import read_checkpoint
 
         raw = read_checkpoint(source)
         name, state, synthetic = str(raw.path), raw.state_dict, raw.synthetic is not None

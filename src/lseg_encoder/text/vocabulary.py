@@ -111,8 +111,8 @@ def vocabulary_embeddings(encoder: TextEncoder, *, max_words: int | None = None,
         return VocabularyEmbeddings(words, feats, key, None, False)
     from filelock import FileLock
 
-    from ..atomic import save_npy_atomic, write_bytes_atomic
-    from ..cache import cache_dir
+    from ..store.atomic import save_npy_atomic, write_bytes_atomic
+    from ..store.cache import cache_dir
 
     folder = cache_dir("vocab")
     npy, names = folder / f"{key[:40]}.npy", folder / f"{key[:40]}.words.json"

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .configs import EncoderConfig
-from .errors import BackendUnavailable, LsegError
-from .model import LSegEncoder
-from .model.fuse import LowPrecisionEncoder
-from .sizes import check_size
+from ..configs import EncoderConfig
+from ..errors import BackendUnavailable, LsegError
+from ..model import LSegEncoder
+from ..model.fuse import LowPrecisionEncoder
+from ..sizes import check_size
 
 PRECISIONS = ("fp32", "fp16")
 DEVICES = ("cpu", "cuda")
@@ -278,8 +278,8 @@ def package_unavailable_reason(meta: dict[str, str]) -> str | None:
 def _model_code_digest() -> str:
     """The model's source (and this module's): a changed forward must not reuse a stale package."""
     h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for path in sorted([*(here / "model").glob("*.py"), here / "aoti.py"]):
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted([*(package / "model").glob("*.py"), Path(__file__).resolve()]):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
@@ -289,7 +289,7 @@ def cached_aoti_package(encoder: LSegEncoder, size: tuple[int, int], batch: int 
     """`package_aoti` into the artefact cache, keyed by everything that determines the package
     (model code, weights, config, shape, precision, device, torch version, CPU ISA / GPU
     capability), built once under a file lock."""
-    from .artifacts import cached_artifact, weights_fingerprint
+    from ..store.artifacts import cached_artifact, weights_fingerprint
 
     if device == "cuda" and torch.cuda.is_available():
         target = "sm" + "".join(map(str, torch.cuda.get_device_capability()))

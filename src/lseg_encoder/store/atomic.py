@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LsegError
+from ..errors import LsegError
 
 
 @contextlib.contextmanager

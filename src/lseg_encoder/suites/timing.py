@@ -108,7 +108,7 @@ def encoder_flops(config, height: int, width: int, batch: int = 1) -> int:
     device, so it costs no memory or time even for ViT-L at 910 px."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .model import build_encoder
+    from ..model import build_encoder
 
     with torch.device("meta"):
         model = build_encoder(config)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
-from .configs import EncoderConfig, get_config
+from ..configs import EncoderConfig, get_config
+from ..store.atomic import atomic_path
 
 SYNTHETIC_MARKER = "lseg_encoder_synthetic"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
@@ -72,7 +72,7 @@ def checkpoint_layout(config: EncoderConfig | str) -> list[tuple[str, tuple[int,
     config = get_config(config) if isinstance(config, str) else config
     if config.layout:
         return list(_packaged_layout(config.layout))
-    from .model import build_encoder
+    from ..model import build_encoder
 
     model = build_encoder(config)
     rows = [(f"net.{k}", tuple(v.shape), str(v.dtype).removeprefix("torch."))
@@ -118,7 +118,7 @@ def default_synthetic_checkpoint(backbone: str = "clip_vitl16_384", offset: int 
     """The cached synthetic checkpoint used when no `--weights` is given (written once per cache)."""
     from filelock import FileLock
 
-    from .cache import cache_dir
+    from ..store.cache import cache_dir
 
     folder = cache_dir("synthetic")
     path = folder / f"synthetic_{backbone}_offset{offset}.ckpt"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .configs import CONFIGS, EncoderConfig, get_config
-from .errors import CheckpointError
+from ..configs import CONFIGS, EncoderConfig, get_config
+from ..errors import CheckpointError
 from .synthetic import SYNTHETIC_MARKER
 
 
@@ -121,7 +121,7 @@ def _summarise(keys: list[str], limit: int = 5) -> str:
 
 
 def load_state_strict(model: torch.nn.Module, raw: RawCheckpoint, config: EncoderConfig) -> None:
-    from .model.encoder import checkpoint_to_module_key, is_ignored_checkpoint_key
+    from ..model.encoder import checkpoint_to_module_key, is_ignored_checkpoint_key
 
     expected = model.state_dict()
     mapped, unexpected = {}, []
@@ -133,7 +133,7 @@ def load_state_strict(model: torch.nn.Module, raw: RawCheckpoint, config: Encode
             mapped[module_key] = value
         else:
             unexpected.append(key)
-    from .model.encoder import module_to_checkpoint_key
+    from ..model.encoder import module_to_checkpoint_key
 
     missing = [module_to_checkpoint_key(k) for k in expected if k not in mapped]
     mismatched = [f"{module_to_checkpoint_key(k)} {tuple(v.shape)} vs expected {tuple(expected[k].shape)}"
@@ -158,7 +158,7 @@ def load_encoder(path, *, backbone: str | None = None, device="cpu", dtype: torc
     Returns the module in eval mode on `device`/`dtype`; `encoder.synthetic` tells whether the file
     was written by `synthetic_checkpoint`.
     """
-    from .model import build_encoder
+    from ..model import build_encoder
 
     raw = read_checkpoint(path)
     name = backbone or infer_backbone(raw.state_dict)
