@@ -214,9 +214,9 @@ def coerce_spec(spec) -> ShapeSpec:
         return ShapeSpec((spec,))
     if isinstance(spec, str):
         return ShapeSpec.dynamic(spec) if "," in spec else ShapeSpec.static(*parse_shape(spec))
-    if isinstance(spec, tuple | list) and len(spec) in (2, 3) and all(isinstance(v, int) for v in spec):
-        return ShapeSpec.static(*((1, *spec) if len(spec) == 2 else spec))
-    raise EngineError(f"bad engine shape spec {spec!r}; use ShapeSpec, 'HxW', 'BxHxW' or 'MIN,OPT,MAX'")
+    if isinstance(spec, tuple | list) and len(spec) == 3 and all(isinstance(v, int) for v in spec):
+        return ShapeSpec.static(*spec)
+    raise EngineError(f"bad engine shape spec {spec!r}; use ShapeSpec, 'BxHxW' or 'MIN,OPT,MAX'")
 
 
 def rebuild_command(onnx_path: Path, spec: ShapeSpec, options: BuildOptions, flavour: str) -> str:

@@ -90,18 +90,14 @@ class TensorRTRunner(Runner):
 
     # lifecycle -----------------------------------------------------------------------------------
     def _activate_impl(self) -> None:
-        ok, reason = cuda_available()
-        if not ok:
-            raise BackendUnavailable(reason)
         if self.device.type != "cuda":
             raise LsegError(f"TensorRT engines run on a CUDA device; got device={self.device}")
-        trt = load_backend(self.backend)  # BackendUnavailable (with install hint) when not importable
+        reason = execution_unavailable_reason(self.device, self.backend)
+        if reason:
+            raise BackendUnavailable(reason)
+        trt = load_backend(self.backend)
         cc = current_compute_capability(self.device)
         gpu = torch.cuda.get_device_name(self.device)
-        if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
-            raise BackendUnavailable(
-                f"{trt} does not run on compute capability {cc} ({gpu}); it supports "
-                f"{', '.join(trt.known_compute_capabilities())}")
         data = self.engine_path.read_bytes()
         verify_engine(self.engine_path, backend=trt, onnx_path=self.onnx_path, compute_capability=cc,
                       engine_bytes=data)
@@ -209,14 +205,20 @@ class TensorRTRunner(Runner):
         return self._graph_out.clone()  # the graph's buffer is overwritten by the next call
 
 
-def runner_for_encoder(encoder, *, precision: str = "fp16", size: tuple[int, int] = (384, 384), batch: int = 1,
-                       device: str | torch.device = "cuda", cuda_graph: bool = True) -> TensorRTRunner:
-    """A runner over a static engine for `encoder` at (batch, *size), built from the cached ONNX of
-    that precision on first use (ONNX and engine both come from the artefact caches)."""
-    from ..engine.build import build_engine
-    from ..engine.options import ShapeSpec
-    from ..export.onnx import cached_onnx
-
-    onnx_path = cached_onnx(encoder, precision=precision, dynamic=True)
-    artifact = build_engine(onnx_path, ShapeSpec.static(batch, *size))
-    return TensorRTRunner(artifact, device=device, cuda_graph=cuda_graph, onnx_path=onnx_path)
+def execution_unavailable_reason(device: str | torch.device = "cuda", flavour: str | None = None) -> str | None:
+    """Why no TensorRT engine can execute on `device` here (None: it can), checked without building
+    anything: CUDA through torch, an importable runtime, and a GPU the flavour supports."""
+    ok, reason = cuda_available()
+    if not ok:
+        return f"TensorRT engines execute on CUDA only: {reason}"
+    if torch.device(device).type != "cuda":
+        return f"TensorRT engines execute on CUDA devices, not {device}"
+    try:
+        trt = load_backend(flavour)
+    except BackendUnavailable as exc:
+        return str(exc)
+    cc = current_compute_capability(torch.device(device))
+    if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
+        return (f"{trt} does not run on compute capability {cc} ({torch.cuda.get_device_name(device)}); "
+                f"it supports {', '.join(trt.known_compute_capabilities())}")
+    return None

@@ -1,23 +1,67 @@
-"""Where cached artefacts live (synthetic checkpoints, vocabulary embeddings, ONNX files, engines).
+"""The one artefact cache: where cached things live, and how one is built exactly once.
 
-`LSEG_CACHE_DIR` overrides the user cache dir, so CI and tests can keep everything inside a
-throw-away folder.
+Everything expensive that is derived from the weights (synthetic checkpoints, ONNX files, engines,
+AOTInductor packages, vocabulary embeddings) lives under `cache_dir(kind)`. `LSEG_CACHE_DIR`
+overrides the user cache folder, so CI and tests keep everything inside a throw-away folder.
+
+`cached_artifact(kind, key, build)` returns `<cache>/<kind>/[<stem>]<sha256(key)[:16]><suffix>`, building
+it with `build(tmp_path)` under a file lock and renaming it into place only when the build succeeds,
+so concurrent test workers or CLI calls never see half-written files. The key is a JSON-able dict of
+everything that changes the artefact (weights fingerprint, precision, shapes, library versions, ...);
+it is stored beside the artefact as `<name>.key.json` for humans. An optional `verify(path)` hook
+checks a cached file before it is handed out; when it raises, the file is rebuilt in place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+from .atomic import atomic_path
+
+CACHE_ENV = "LSEG_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("lseg-encoder"))
 
 
 def cache_dir(*parts: str) -> Path:
-    root = os.environ.get("LSEG_CACHE_DIR")
-    if root:
-        base = Path(root)
-    else:
-        from platformdirs import user_cache_dir
-
-        base = Path(user_cache_dir("lseg-encoder"))
-    path = base.joinpath(*parts)
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def artifact_key(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_artifact(kind: str, key: dict, build: Callable[[Path], object], suffix: str, *,
+                    root: Path | None = None, stem: str = "", name: str | None = None,
+                    verify: Callable[[Path], object] | None = None) -> Path:
+    """The artefact for `key`, built once. `name` fixes the file name (the key is still recorded);
+    otherwise it is `<stem><key hash><suffix>`."""
+    from filelock import FileLock
+
+    folder = Path(root) if root else cache_dir(kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name or f"{stem}{artifact_key(key)}{suffix}")
+    with FileLock(str(path) + ".lock"):
+        if path.exists() and verify is not None:
+            try:
+                verify(path)
+            except Exception:  # a damaged or stale cache entry: rebuild it rather than fail
+                path.unlink()
+        if not path.exists():
+            with atomic_path(path, suffix=".tmp" + suffix) as tmp:
+                build(tmp)
+            (folder / f"{path.name}.key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
     return path
