@@ -149,12 +149,25 @@ class TrtBackend:
 
 
 def _import(flavour: str) -> ModuleType:
+    """Import `flavour` and check it is the real runtime, not a package that only shares its name.
+
+    `pip install tensorrt-stubs` creates a `tensorrt` namespace package holding only `.pyi` files:
+    it imports, but has no API. Such a module is refused here so that `load_backend()` falls through
+    to the next flavour instead of reporting "tensorrt unknown".
+    """
     try:
-        return importlib.import_module(flavour)
+        module = importlib.import_module(flavour)
     except Exception as exc:  # a broken install raises more than ImportError (OSError from libs, ...)
         raise BackendUnavailable(
             f"`import {flavour}` failed ({type(exc).__name__}: {exc}); install it: {_INSTALL_HINT[flavour]}"
         ) from None
+    missing = [name for name in ("__version__", "Builder") if not hasattr(module, name)]
+    if missing:
+        where = getattr(module, "__file__", None) or ", ".join(getattr(module, "__path__", [])) or "?"
+        raise BackendUnavailable(
+            f"`import {flavour}` found {where}, which lacks TensorRT's API ({' and '.join(missing)}; "
+            f"a type-stubs-only package such as tensorrt-stubs?); install it: {_INSTALL_HINT[flavour]}")
+    return module
 
 
 def load_backend(name: str | None = None) -> TrtBackend:
@@ -171,8 +184,7 @@ def load_backend(name: str | None = None) -> TrtBackend:
         except BackendUnavailable as exc:
             reasons.append(str(exc))
             continue
-        version = str(getattr(module, "__version__", "unknown"))
-        return TrtBackend(flavour, version, module)
+        return TrtBackend(flavour, str(module.__version__), module)
     raise BackendUnavailable("no TensorRT backend is importable: " + "; ".join(reasons))
 
 
