@@ -35,10 +35,10 @@ def parse_bytes(text: str | int) -> int:
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS:
             raise EngineError(f"bad size {text!r}; use bytes or a KiB/MiB/GiB suffix, e.g. 4GiB or 512MiB")
-        value = float(m.group(1)) * _UNITS[unit]
-        if value != int(value):
+        exact = float(m.group(1)) * _UNITS[unit]
+        if exact != int(exact):
             raise EngineError(f"bad size {text!r}: not a whole number of bytes")
-        value = int(value)
+        value = int(exact)
     if value <= 0:
         raise EngineError(f"workspace must be positive, got {text!r}")
     return value
