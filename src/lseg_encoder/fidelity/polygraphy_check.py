@@ -160,24 +160,38 @@ def _describe(name: str, result, tolerances: PolygraphyTolerances) -> tuple[str,
             f"{tolerances.atol:g}, rtol {tolerances.rtol:g}) | {'PASSED' if ok else 'FAILED'}"), ok
 
 
-def compare_with_polygraphy(runner, image, reference, precision: str) -> PolygraphyVerdict:
-    """Run `runner` (a Polygraphy runner) on `image` and judge it against `reference` (PyTorch fp32)."""
+def judge_run_results(results, reference, precision: str) -> PolygraphyVerdict:
+    """Add `reference` (PyTorch fp32) to Polygraphy `results` of one candidate runner and let
+    `Comparator.compare_accuracy` judge the candidate with the tolerances for `precision`."""
     require_polygraphy()
     from polygraphy.comparator import Comparator
     from polygraphy.logger import G_LOGGER
 
-    image, reference = _array(image), _array(reference)
+    reference = _array(reference)
     tolerances = polygraphy_tolerances(precision, reference)
+    runner_name = next(iter(results.keys()))
+    results.add([{OUTPUT_NAME: reference}], runner_name=REFERENCE_RUNNER)
     log = io.StringIO()
     with contextlib.redirect_stdout(log), G_LOGGER.verbosity(G_LOGGER.INFO):
-        results = Comparator.run([runner], data_loader=[{INPUT_NAME: image}])
-        results.add([{OUTPUT_NAME: reference}], runner_name=REFERENCE_RUNNER)
         accuracy = Comparator.compare_accuracy(results, compare_func=compare_funcs(tolerances))
     checks = [_describe(name, result, tolerances)
               for acc in accuracy for iterations in acc.values() for outputs in iterations
               for name, result in outputs.items()]
-    runner_name = next(iter(results.keys()))
     return PolygraphyVerdict(precision, runner_name, tolerances, checks, bool(accuracy), log.getvalue())
+
+
+def compare_with_polygraphy(runner, image, reference, precision: str) -> PolygraphyVerdict:
+    """Run `runner` (a Polygraphy runner) on `image` under `Comparator.run` and judge its output."""
+    require_polygraphy()
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), G_LOGGER.verbosity(G_LOGGER.INFO):
+        results = Comparator.run([runner], data_loader=[{INPUT_NAME: _array(image)}])
+    verdict = judge_run_results(results, reference, precision)
+    verdict.log = log.getvalue() + verdict.log
+    return verdict
 
 
 # runners ------------------------------------------------------------------------------------------
