@@ -82,11 +82,11 @@ class PolygraphyTolerances:
 
     @property
     def not_expressed(self) -> list[str]:
+        """The table's checks for this precision that no Polygraphy comparison function expresses."""
         tol = tolerance_for(self.precision)
-        out = [name for name, limit in (("pixel_cos_min", tol.pixel_cos_min), ("pixel_cos_p01", tol.pixel_cos_p01),
-                                        ("label_agreement", tol.label_agreement),
-                                        ("k_vs_baseline", tol.k_vs_baseline)) if limit is not None]
-        return out
+        limits = {"pixel_cos_min": tol.pixel_cos_min, "pixel_cos_p01": tol.pixel_cos_p01,
+                  "label_agreement": tol.label_agreement, "k_vs_baseline": tol.k_vs_baseline}
+        return [name for name, limit in limits.items() if limit is not None]
 
     def cli_args(self) -> list[str]:
         """The `polygraphy run` comparison arguments that express the same checks."""
