@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..sizes import size_name
@@ -27,7 +26,7 @@ def _latency_table(latency: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(result: VerifyResult, inspections: Sequence[str] = ()) -> str:
+def render_markdown(result: VerifyResult) -> str:
     md = ["# lseg-encoder verify", ""]
     if result.synthetic:
         md += [SYNTHETIC_BANNER, ""]
@@ -47,8 +46,13 @@ def render_markdown(result: VerifyResult, inspections: Sequence[str] = ()) -> st
     md += ["## Latency", "", "Device-only: input already on the device; end-to-end: host tensor in, host features "
            "out. CPU runs use few iterations: indicative only.", ""]
     md += [_latency_table(result.latency) if result.latency else "No timings.\n"]
-    if inspections:
-        md += ["## What Polygraphy sees in each artefact", "", *inspections, ""]
+    inspected = [a["inspect"] for a in result.artefacts if "inspect" in a]
+    if inspected:
+        from ..fidelity.polygraphy_inspect import inspect_markdown
+
+        md += ["## What Polygraphy sees in each artefact", ""]
+        md += [inspect_markdown(s) if "kind" in s else f"- `{s['path']}`: {s['reason']}"
+               for s in inspected] + [""]
     md += ["## Artefacts", ""]
     for a in result.artefacts:
         extra = f" at {a['size']}, builder {a['builder']}, cache hit: {a['cache_hit']}" if a["kind"] == "engine" else ""
@@ -68,7 +72,7 @@ def render_markdown(result: VerifyResult, inspections: Sequence[str] = ()) -> st
     return "\n".join(md) + "\n"
 
 
-def write_verify_report(result: VerifyResult, out: str | Path, inspections: Sequence[str] = ()) -> dict[str, Path]:
+def write_verify_report(result: VerifyResult, out: str | Path) -> dict[str, Path]:
     """`report.md`, `report.json` and (when a segmentation ran) `segmentation.png` under `out`."""
     from ..preprocess import load_image, sample_image_path
 
@@ -81,6 +85,6 @@ def write_verify_report(result: VerifyResult, out: str | Path, inspections: Sequ
         paths["png"] = render_side_by_side(load_image(sample_image_path()), result.segmentations,
                                            out / SEGMENTATION_PNG, title=title)
     data = {**result.to_dict(), "segmentation_png": SEGMENTATION_PNG if result.segmentations else None}
-    paths["markdown"] = write_text(out / "report.md", render_markdown(result, inspections))
+    paths["markdown"] = write_text(out / "report.md", render_markdown(result))
     paths["json"] = write_json(out / "report.json", "verify", data, machine=result.machine)
     return paths

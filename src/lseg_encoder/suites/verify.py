@@ -101,6 +101,19 @@ def _build_engines(encoder, result: VerifyResult, say: Progress) -> None:
                                                 f"{art.metadata.backend.get('version')}"})
 
 
+def _inspect(result: VerifyResult, say: Progress) -> None:
+    """What Polygraphy, an independent tool, reads in each artefact (I/O, dynamic axes, opset, layers,
+    engine profiles): a second opinion on what was built, beside the project's own metadata."""
+    from ..fidelity.polygraphy_inspect import inspect_summary
+
+    for artefact in result.artefacts:
+        try:
+            artefact["inspect"] = inspect_summary(artefact["path"])
+        except LsegError as exc:  # BackendUnavailable too: Polygraphy missing
+            artefact["inspect"] = {"path": artefact["path"], "reason": str(exc)}
+            say(f"  no Polygraphy inspection of {artefact['path']}: {exc}")
+
+
 def _note_skip(result: VerifyResult, skip: Skip, say: Progress) -> None:
     reason = skip.reason
     if skip.backend in result.skipped:  # the engine-build note, then why it cannot run
@@ -154,6 +167,7 @@ def run_verify(encoder, *, weights: str | Path = "", sizes: Sequence[Size] = DEF
 
     _export_onnx(encoder, result, say)
     _build_engines(encoder, result, say)
+    _inspect(result, say)
     features: dict = {}
 
     def run(backend: str, size: Size, runner) -> None:
