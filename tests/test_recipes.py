@@ -221,9 +221,12 @@ def test_recipes_run_on_a_runner(tiny_encoder):
                                    rtol=0, atol=1e-5)
 
 
-def test_keep_on_device_returns_the_forward_device_tensor(tiny_encoder):
-    out = get_recipe("openscene", backbone="tiny", keep_on_device=True).run(random_image(48, 64), tiny_encoder)
-    assert out.shape == (512, 48, 64)
+def test_keep_on_device_changes_no_value(tiny_encoder):
+    # On this CPU-only machine "the device" is the CPU: this checks the option is accepted and that it
+    # only skips the host copy; a CUDA forward is exercised by extract's GPU benchmark.
+    image = random_image(48, 64)
+    kept = get_recipe("openscene", backbone="tiny", keep_on_device=True).run(image, tiny_encoder)
+    assert torch.equal(kept, get_recipe("openscene", backbone="tiny").run(image, tiny_encoder))
 
 
 def test_params_are_json_and_name_every_recipe():
