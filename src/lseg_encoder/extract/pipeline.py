@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,7 +33,6 @@ class StageTimes:
     write: float = 0.0
     bytes: int = 0
     load: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def add(self, other: StageTimes) -> None:
         for name in ("decode", "wait", "compute", "write", "bytes", "load"):
@@ -64,7 +63,6 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
     loader = chunk_loader(items, chunk=spec.batch, decoder=decoder, counter=counter, workers=output.workers,
                           stack=spec.native_size is not None, pin_memory=computer.device.type == "cuda")
     writer = BackgroundWriter(output.fmt, enabled=output.sink == "files")
-    out = Path(output.out)
     try:
         stream = iter(loader)
         while True:
@@ -73,27 +71,7 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
             times.wait += time.perf_counter() - t_wait
             if chunk is None:
                 break
-            times.decode += chunk.decode_seconds
-            for index, reason in chunk.failures:
-                item = items[index]
-                emit(Record(item.id, item.source, "failed", reason=reason))
-                if output.fail_fast:
-                    raise ItemFailure(f"{item.id}: {reason} (--fail-fast)")
-            if not chunk.indices:
-                continue
-            t_compute = time.perf_counter()
-            if spec.native_size is not None:  # every image was resized to one size: one forward call
-                feats = computer.native_batch(chunk.pixels if chunk.stacked else torch.stack(chunk.pixels))
-            else:
-                feats = _per_image(computer, chunk, items, emit, output.fail_fast)
-            seconds = time.perf_counter() - t_compute
-            times.compute += seconds
-            share = seconds / max(len(chunk.indices), 1)
-            for index, array in zip(chunk.indices, feats):
-                if array is None:
-                    continue
-                item = items[index]
-                writer.submit(feature_path(out, item.id, output.fmt), array, _on_written(item, array, share, emit))
+            times.add(run_chunk(computer, spec, output, chunk, items, emit, writer))
         writer.close()
     finally:
         writer.pool.shutdown(wait=True)
@@ -103,7 +81,41 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
     return times
 
 
-def _per_image(computer: FeatureComputer, chunk, items, emit, fail_fast) -> list:
+def run_chunk(computer: FeatureComputer, spec: JobSpec, output: Output, chunk, items: list[Item], emit,
+              writer: BackgroundWriter | None = None, offset: int = 0) -> StageTimes:
+    """One decoded chunk: record its failures, compute its features, queue its writes.
+
+    `items[index - offset]` is the item of a chunk index. Without a `writer` (Ray actors) the
+    writes are finished before returning, and their time and bytes are counted here.
+    """
+    times = StageTimes(decode=chunk.decode_seconds)
+    own_writer = writer is None
+    writer = writer or BackgroundWriter(output.fmt, enabled=output.sink == "files")
+    for index, reason in chunk.failures:
+        item = items[index - offset]
+        emit(Record(item.id, item.source, "failed", reason=reason))
+        if output.fail_fast:
+            raise ItemFailure(f"{item.id}: {reason} (--fail-fast)")
+    if chunk.indices:
+        t_compute = time.perf_counter()
+        mine = [items[i - offset] for i in chunk.indices]
+        if spec.native_size is not None:  # every image was resized to one size: one forward call
+            feats = computer.native_batch(chunk.pixels if chunk.stacked else torch.stack(chunk.pixels))
+        else:
+            feats = _per_image(computer, chunk, mine, emit, output.fail_fast)
+        times.compute = time.perf_counter() - t_compute
+        share = times.compute / len(mine)
+        out = Path(output.out)
+        for item, array in zip(mine, feats):
+            if array is not None:
+                writer.submit(feature_path(out, item.id, output.fmt), array, _on_written(item, array, share, emit))
+    if own_writer:
+        writer.close()
+        times.write, times.bytes = writer.seconds, writer.bytes
+    return times
+
+
+def _per_image(computer: FeatureComputer, chunk, items: list[Item], emit, fail_fast) -> list:
     """Recipes other than native: crops of the whole chunk batched; if the recipe refuses one image,
     the chunk is redone image by image so that only that image fails."""
     from ..errors import LsegError
@@ -115,11 +127,10 @@ def _per_image(computer: FeatureComputer, chunk, items, emit, fail_fast) -> list
         if fail_fast:
             raise
     results = []
-    for index, img in zip(chunk.indices, pixels):
+    for item, img in zip(items, pixels):
         try:
             results.append(computer.recipe_images([img])[0])
         except LsegError as exc:
-            item = items[index]
             emit(Record(item.id, item.source, "failed", reason=str(exc)))
             results.append(None)
     return results

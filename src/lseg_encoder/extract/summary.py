@@ -57,7 +57,6 @@ class Tally:
         self.ok = 0
         self.failed = 0
         self.failures: list[tuple[str, str]] = []
-        self.records: list[Record] = []
         self._lock = threading.Lock()
 
     def __call__(self, record: Record) -> None:
