@@ -53,7 +53,11 @@ def frame_times(path: Path) -> tuple[list[float], tuple[int, int]]:
         stream = container.streams.video[0]
         size = (stream.codec_context.height, stream.codec_context.width)
         base = stream.time_base or Fraction(1, 1)
-        pts = [p.pts for p in container.demux(stream) if p.size and p.pts is not None]
+        pts = []
+        try:
+            pts.extend(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+        except EOFError:  # a stream that ends before its first packet: no frames
+            pass
     pts.sort()
     return [float((p - pts[0]) * base) for p in pts], size
 
