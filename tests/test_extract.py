@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from _extract_data import SIZE, feature_files, make_clip, make_images
 
+from _extract_data import SIZE, feature_files, make_clip, make_images
 from lseg_encoder.errors import InputSizeError, LsegError
 from lseg_encoder.extract import PCABasis, extract, load_features, parse_shard
 from lseg_encoder.extract.inputs import InputError
@@ -63,7 +63,8 @@ def test_fp16_default_manifest_lines_and_safetensors(run, images, tmp_path):
     for item_id, rec in records.items():
         feats = load_features(out / f"{item_id}.safetensors")
         assert feats.dtype == np.float16 and list(feats.shape) == rec.shape == [512, 32, 32]
-        assert rec.status == "ok" and rec.dtype == "float16" and rec.bytes == (out / f"{item_id}.safetensors").stat().st_size
+        assert rec.status == "ok" and rec.dtype == "float16"
+        assert rec.bytes == (out / f"{item_id}.safetensors").stat().st_size
         assert rec.seconds > 0 and rec.source.startswith(str(folder))
 
 
@@ -201,7 +202,8 @@ def test_video_frames_by_every_and_by_fps(run, tmp_path):
     Image.fromarray(frame6).save(tmp_path / "f6.png")
     run([clips / "walk.mp4"], tmp_path / "f32", fps=2, dtype="fp32", batch=1)
     assert run([tmp_path / "f6.png"], tmp_path / "img", dtype="fp32", batch=1).ok == 1
-    np.testing.assert_array_equal(np.load(tmp_path / "f32" / "walk" / "000006.npy"), np.load(tmp_path / "img" / "f6.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "f32" / "walk" / "000006.npy"),
+                                  np.load(tmp_path / "img" / "f6.npy"))
 
 
 def test_bad_invocations_fail_before_the_model(run, images, tmp_path, monkeypatch):

@@ -60,25 +60,19 @@ def register(sub) -> None:
 
 def _recipe_for(args) -> tuple[str, dict]:
     """The seam between CLI flags and `lseg_encoder.recipes`: (recipe name, its parameters)."""
-    if args.recipe == "native":
-        return "native", {"size": list(args.size)}
-    options = {}
-    if args.recipe == "lseg-multiscale":
-        for flag, key in (("scales", "scales"), ("base_size", "base_size"), ("crop_size", "crop_size")):
-            if getattr(args, flag) is not None:
-                options[key] = getattr(args, flag)
-        if args.no_flip:
-            options["flip"] = False
-        if args.raw:
-            options["raw"] = True
-    else:
-        used = [f for f, v in (("--scales", args.scales), ("--base-size", args.base_size),
-                               ("--crop-size", args.crop_size), ("--no-flip", args.no_flip), ("--raw", args.raw)) if v]
+    multiscale = {"scales": args.scales, "base_size": args.base_size, "crop_size": args.crop_size,
+                  "flip": False if args.no_flip else None, "raw": True if args.raw else None}
+    if args.recipe != "lseg-multiscale":
+        used = ["--" + k.replace("_", "-").replace("flip", "no-flip") for k, v in multiscale.items() if v is not None]
         if used:
             from ..errors import LsegError
 
             raise LsegError(f"{', '.join(used)} only apply to --recipe lseg-multiscale")
-    return args.recipe, options
+    if args.recipe == "native":
+        return "native", {"size": list(args.size)}
+    if args.recipe == "lseg-multiscale":
+        return args.recipe, {k: v for k, v in multiscale.items() if v is not None}
+    return args.recipe, {}
 
 
 def run(args) -> int:
