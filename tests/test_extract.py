@@ -260,3 +260,23 @@ def test_two_cpu_processes_share_the_queue_and_match_one(run, images, tmp_path):
     assert sorted(b) == ids
     for item_id in ids:
         np.testing.assert_allclose(np.load(a[item_id]), np.load(b[item_id]), atol=1e-5)
+
+
+def test_published_recipe_per_image_equals_the_recipe_itself(run, tmp_path, tiny_encoder):
+    recipes = pytest.importorskip("lseg_encoder.recipes", reason="lseg_encoder.recipes is not part of this build")
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    shapes = {"a": (48, 64), "b": (64, 48), "c": (88, 80)}  # c: crop 176 gives tiny features of another size
+    for name, (h, w) in shapes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    summary = run([folder], tmp_path / "out", recipe="openscene", dtype="fp32")
+    assert (summary.ok, summary.failed) == (2, 1) and "openscene" in dict(summary.failures)["c"]
+    recipe = recipes.get_recipe("openscene", backbone="tiny")
+    for name in ("a", "b"):
+        image = np.array(Image.open(folder / f"{name}.png"))
+        with torch.inference_mode():
+            want = recipe.run(image, tiny_encoder).numpy()
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{name}.npy"), want, atol=1e-5)

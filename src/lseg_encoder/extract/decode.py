@@ -40,7 +40,7 @@ def read_image(path: str, max_pixels: int | None) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         kind = "empty file (0 bytes)" if _is_empty(path) else f"cannot decode image ({exc.__class__.__name__}: {exc})"
         raise ItemFailure(kind) from None
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.array(rgb, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only arrays
 
 
 def _is_empty(path: str) -> bool:
@@ -59,7 +59,7 @@ def resize_rgb(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if pixels.shape[:2] == (h, w):
         return pixels
-    return np.asarray(Image.fromarray(pixels, "RGB").resize((w, h), Image.BILINEAR), dtype=np.uint8)
+    return np.array(Image.fromarray(pixels, "RGB").resize((w, h), Image.BILINEAR), dtype=np.uint8)
 
 
 class Decoder:
