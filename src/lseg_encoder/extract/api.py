@@ -152,7 +152,7 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
         "dtype": dtype, "pca": int(pca) if pca else None,
         "feature_size": list(spec.feature_size) if spec.feature_size else None,
     }
-    out_path = Path(out) if out is not None else None
+    out_path = Path(out) if out is not None and sink == "files" else None
     manifest, done = None, set()
     if sink == "files":
         _prepare_out(out_path)
