@@ -7,6 +7,7 @@ rerun of the same command finds the finished items in the manifest and on disk a
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -138,7 +139,10 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     all_items = expand_inputs(inputs, sampling, max_pixels)
     selected = select_shard(all_items, shard)
 
-    # 3. the out folder and the model
+    # 3. the out folder (writable?), the model, then the configuration check
+    out_path = Path(out) if out is not None and sink == "files" else None
+    if out_path is not None:
+        _prepare_out(out_path)
     from ..store.artifacts import weights_fingerprint
     from ..weights.checkpoint import load_encoder
 
@@ -152,10 +156,8 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
         "dtype": dtype, "pca": int(pca) if pca else None,
         "feature_size": list(spec.feature_size) if spec.feature_size else None,
     }
-    out_path = Path(out) if out is not None and sink == "files" else None
-    manifest, done = None, set()
-    if sink == "files":
-        _prepare_out(out_path)
+    manifest, done, resume = None, set(), False
+    if out_path is not None:
         resume = check_config(out_path, config, overwrite)
         write_run_json(out_path, config, _run_record(spec, backend, encoder))
         if resume:
@@ -168,17 +170,11 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
         remove_stale_parts([feature_path(out_path, it.id, fmt) for it in plan])
 
     # 4. PCA basis, then the engine
-    computer = None
     if pca:
         from .pca import ensure_pca
 
-        computer = None if device_list or engine == "ray" else FeatureComputer(spec, encoder)
-        pca_file = ensure_pca(out_path, spec, all_items, int(pca), max_pixels, refit=not resume if out_path else True,
-                              computer=computer, encoder=encoder)
-        spec = JobSpec(**{**spec.__dict__, "pca_path": str(pca_file)})
-        if computer is not None:
-            computer.close()
-            computer = None
+        pca_file = ensure_pca(out_path, spec, all_items, int(pca), max_pixels, refit=not resume, encoder=encoder)
+        spec = dataclasses.replace(spec, pca_path=str(pca_file))
 
     from tqdm import tqdm
 

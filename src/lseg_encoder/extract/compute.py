@@ -23,6 +23,9 @@ from ..sizes import check_size
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 NATIVE = "native"
+# Backends specialised to one batch size: a short chunk (the last one, or one with failed items) is
+# padded to the full batch instead of compiling or building another shape.
+STATIC_BATCH_BACKENDS = ("compiled", "compiled-fp32", "tensorrt", "tensorrt-fp32", "aoti")
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class FeatureComputer:
         self.runner = make_runner(spec.backend, encoder, device=spec.device, size=size, batch=spec.batch).activate()
         self.recipe = make_recipe(spec, device=spec.device)
         self.pca = PCABasis.load(spec.pca_path) if spec.pca_path else None
+        self.pad_to = spec.batch if spec.backend in STATIC_BATCH_BACKENDS else None
         mean, std = spec.config.mean_std
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -116,10 +120,13 @@ class FeatureComputer:
     def native_batch(self, pixels: torch.Tensor, raw: bool = False) -> list[np.ndarray]:
         """(B, H, W, 3) uint8 (pinned when on CUDA) -> B stored feature maps (`raw`: float32 encoder
         output, before PCA, resize and cast; what the PCA basis is fitted on)."""
+        count = int(pixels.shape[0])
         u8 = pixels.to(self.device, non_blocking=True)
+        if self.pad_to and count < self.pad_to:
+            u8 = torch.cat([u8, u8.new_zeros((self.pad_to - count, *u8.shape[1:]))])
         x = u8.permute(0, 3, 1, 2).to(torch.float32).div(255.0)  # same op order as `preprocess`
         x = ((x - self._mean) / self._std).contiguous()
-        return self._finish(self.runner.infer(x, to_host=False), raw)
+        return self._finish(self.runner.infer(x, to_host=False)[:count], raw)
 
     @torch.inference_mode()
     def recipe_images(self, images: list[torch.Tensor], raw: bool = False) -> list[np.ndarray]:
