@@ -280,3 +280,19 @@ def test_published_recipe_per_image_equals_the_recipe_itself(run, tmp_path, tiny
         with torch.inference_mode():
             want = recipe.run(image, tiny_encoder).numpy()
         np.testing.assert_allclose(np.load(tmp_path / "out" / f"{name}.npy"), want, atol=1e-5)
+
+
+def test_short_chunk_padded_for_static_batch_backends_gives_the_same_features(tiny_checkpoint, tiny_encoder):
+    from lseg_encoder.extract.compute import STATIC_BATCH_BACKENDS, FeatureComputer, JobSpec
+
+    assert "compiled" in STATIC_BATCH_BACKENDS and "torch" not in STATIC_BATCH_BACKENDS
+    spec = JobSpec(weights=str(tiny_checkpoint), backbone="tiny", backend="torch", device="cpu",
+                   recipe_options={"size": list(SIZE)}, dtype="fp32", batch=4)
+    computer = FeatureComputer(spec, tiny_encoder)
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, *SIZE, 3), dtype=np.uint8))
+    plain = computer.native_batch(pixels)
+    computer.pad_to = 4  # as for a compiled / TensorRT / AOTI runner specialised to batch 4
+    padded = computer.native_batch(pixels)
+    assert len(padded) == 2
+    for a, b in zip(plain, padded):
+        np.testing.assert_allclose(a, b, atol=1e-5)

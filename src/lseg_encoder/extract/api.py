@@ -98,8 +98,9 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
             encoder=None) -> ExtractSummary:
     """Extract features of `inputs` into `out`; see docs/extract.md. Returns what happened.
 
-    `recipe_options` are the recipe's parameters (e.g. scales for lseg-multiscale); `size` is the
-    native recipe's. `encoder` (an LSegEncoder already loaded from `weights`) skips loading it again.
+    `recipe` is a name or a recipe object of `lseg_encoder.recipes` (rebuilt from its `params()` in
+    each worker); `recipe_options` are the recipe's parameters (e.g. scales for lseg-multiscale);
+    `size` is the native recipe's. `encoder` (an LSegEncoder already loaded from `weights`) skips loading it again.
     """
     # 1. options, no model yet
     if fmt not in FORMATS:
@@ -125,6 +126,12 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     if pca is not None and not 1 <= int(pca) <= 512:
         raise LsegError(f"--pca K must be in 1..512, got {pca}")
     options = dict(recipe_options or {})
+    if not isinstance(recipe, str):  # a Recipe object from lseg_encoder.recipes: rebuilt from its parameters
+        params = dict(recipe.params())
+        recipe = params.pop("recipe")
+        backbone = backbone or params.pop("backbone", None)
+        params.pop("backbone", None)
+        options = {**params, **options}
     if recipe == NATIVE:
         options.setdefault("size", list(size) if not isinstance(size, int) else [size, size])
     sampling = VideoSampling(every=every, fps=fps)
