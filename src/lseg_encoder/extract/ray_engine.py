@@ -26,6 +26,7 @@ def _require_ray():
     try:
         import ray
         import ray.data  # noqa: F401
+        import ray.exceptions  # noqa: F401
     except ImportError:
         raise LsegError("--engine ray needs Ray Data: pip install 'lseg-encoder[ray]'") from None
     return ray
@@ -77,6 +78,11 @@ def run_ray(spec: JobSpec, output: Output, plan: list[Item], tally, *, ray_addre
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         return _pipeline(ray, spec, output, plan, tally, devices)
+    except ray.exceptions.RayTaskError as exc:  # an actor's LsegError (disk full, ...) stays one clear line
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, LsegError):
+            raise LsegError(f"ray worker: {cause}") from None
+        raise
     finally:
         if started_here:
             ray.shutdown()
