@@ -20,8 +20,20 @@ from .manifest import Record
 from .pipeline import Output, StageTimes, run_items
 
 
+def _die_with_parent() -> None:
+    """Linux: a `kill -9` of the parent also ends this process (else it would keep a GPU busy)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker(spec: JobSpec, output: Output, plan: list[Item], counter, results) -> None:
     """Entry point of one device process: everything it finishes goes back through `results`."""
+    _die_with_parent()
     try:
         times = run_items(spec, output, plan, counter, lambda r: results.put(("record", dataclasses.asdict(r))))
         results.put(("done", dataclasses.asdict(times)))
