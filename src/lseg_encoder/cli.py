@@ -12,7 +12,9 @@ import sys
 
 from .errors import LsegError
 
-COMMANDS = ("features", "segment", "wordfree", "export", "build", "compare", "verify", "bench", "package_aoti")
+COMMANDS = (
+    "features", "extract", "segment", "wordfree", "export", "build", "compare", "verify", "bench", "package_aoti",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
