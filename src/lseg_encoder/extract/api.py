@@ -119,10 +119,9 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     device_list = parse_devices(devices)
     device = device or (device_list[0] if device_list else default_device())
     backend = backend or default_backend(device)
-    from ..runners import BACKENDS
+    from ..backends import check_backends
 
-    if backend not in BACKENDS:
-        raise LsegError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    check_backends([backend])
     if pca is not None and not 1 <= int(pca) <= 512:
         raise LsegError(f"--pca K must be in 1..512, got {pca}")
     options = dict(recipe_options or {})
@@ -150,7 +149,8 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     out_path = Path(out) if out is not None and sink == "files" else None
     if out_path is not None:
         _prepare_out(out_path)
-    from ..store.artifacts import weights_fingerprint
+    from ..backends import BACKENDS
+    from ..store.fingerprint import weights_fingerprint
     from ..weights.checkpoint import load_encoder
 
     t_load = time.perf_counter()
@@ -159,7 +159,7 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     load_seconds = time.perf_counter() - t_load
     config = {
         "recipe": recipe_params(spec), "weights_fingerprint": weights_fingerprint(encoder),
-        "backbone": spec.backbone, "backend": backend, "precision": BACKENDS[backend][0], "format": fmt,
+        "backbone": spec.backbone, "backend": backend, "precision": BACKENDS[backend].precision, "format": fmt,
         "dtype": dtype, "pca": int(pca) if pca else None,
         "feature_size": list(spec.feature_size) if spec.feature_size else None,
     }

@@ -97,7 +97,7 @@ class FeatureComputer:
     """The activated runner for one device, plus the steps between it and the writer."""
 
     def __init__(self, spec: JobSpec, encoder=None):
-        from ..runners import make_runner
+        from ..backends import make_runner
         from ..weights.checkpoint import load_encoder
         from .pca import PCABasis
 
