@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_weights_args, parse_size
+from ..sizes import parse_size
+from .common import add_size_arg, add_weights_args, size_type
 
 
 def _parse_scales(text: str) -> list[float]:
@@ -27,7 +28,7 @@ def register(sub) -> None:
     add_weights_args(p)
     g = p.add_argument_group("recipe")
     g.add_argument("--recipe", default="native", help="native (default), lseg-multiscale or openscene")
-    g.add_argument("--size", type=parse_size, default=(480, 480), help="native: input size N or HxW (default 480)")
+    add_size_arg(g, "480", help="native: input size")
     g.add_argument("--scales", type=_parse_scales, help="lseg-multiscale: comma-separated scales")
     g.add_argument("--base-size", type=int, help="lseg-multiscale: base size (default 520)")
     g.add_argument("--crop-size", type=int, help="lseg-multiscale: crop size (default 480)")
@@ -37,7 +38,7 @@ def register(sub) -> None:
     g.add_argument("--format", dest="fmt", default="npy", choices=("npy", "safetensors"))
     g.add_argument("--dtype", default="fp16", choices=("fp16", "fp32"))
     g.add_argument("--pca", type=int, metavar="K", help="store K-d features (basis fitted on a sample, pca.npz)")
-    g.add_argument("--feature-size", type=parse_size, metavar="HxW", help="resize the stored features")
+    g.add_argument("--feature-size", type=size_type(parse_size), metavar="N|HxW", help="resize the stored features")
     g.add_argument("--sink", default="files", choices=("files", "none"), help="none: compute and discard (timing)")
     g.add_argument("--overwrite", action="store_true", help="replace a run of another configuration in --out")
     g = p.add_argument_group("video")
