@@ -52,10 +52,10 @@ def log(msg: str) -> None:
 
 def kernel_class(name: str) -> str:
     n = name.lower()
+    if any(k in n for k in ("sdpa", "flash", "fmha", "attn", "attention")):  # cuDNN's SDPA names say "fprop"
+        return "attention"
     if any(k in n for k in ("fprop", "dgrad", "wgrad", "conv", "winograd", "implicit_convolve")):
         return "conv"
-    if any(k in n for k in ("flash", "fmha", "attn", "attention", "sdpa", "cudnn_generated")):
-        return "attention"
     if any(k in n for k in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "scaled_mm", "matmul", "sm90_")):
         return "gemm"
     if n.startswith("triton"):
