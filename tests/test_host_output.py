@@ -79,3 +79,20 @@ def test_fp8_linear_close_to_fp32_and_not_exact():
     rel = ((got - ref).norm() / ref.norm()).item()
     assert got.shape == ref.shape
     assert 1e-4 < rel < 0.08  # E4M3 keeps 3 mantissa bits: a few per cent, never exact
+
+
+def test_stream_refuses_an_inactive_runner(tiny_encoder):
+    runner = TorchRunner(tiny_encoder, "fp32", "cpu")
+    with pytest.raises(LsegError, match="not active"):
+        list(stream_infer(runner, _frames(1)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"precision": "fp4"}, "unknown precision 'fp4'"),
+    ({"attention": "fast"}, "unknown attention kernel 'fast'"),
+])
+def test_compiled_runner_refuses_unknown_options(tiny_encoder, kwargs, message):
+    from lseg_encoder.runners.compiled_runner import CompiledRunner
+
+    with pytest.raises(LsegError, match=message):
+        CompiledRunner(tiny_encoder, device="cpu", **{"precision": "fp16", **kwargs})

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from ..errors import LsegError
 from .base import Runner
 
 _RING = 3
@@ -46,7 +47,7 @@ def stream_infer(runner: Runner, frames: Iterable[torch.Tensor], *,
     with torch.inference_mode():
         for i, x in enumerate(frames):
             if not runner.is_active:
-                runner.activate()
+                raise LsegError(f"runner {runner.name} is not active; call activate() or use `with runner:`")
             runner.check_input(x)
             if x.device.type == "cpu" and not x.is_pinned():
                 # the staging slot was last read by the copy of frame i-2, which `pending` waited for
