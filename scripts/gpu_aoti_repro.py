@@ -1,6 +1,6 @@
 """Reduce the Python AOTIRunner crash on CUDA packages (exit 139, torch 2.11, issue 13).
 
-Packages the tiny encoder for CUDA (fp16 and fp32, 64x96), then loads each package in fresh
+Packages the tiny encoder for CUDA (fp16 by default; precisions as arguments; 64x96), then loads each package in fresh
 subprocesses, one way each, and records exit status and the last stderr lines (faulthandler on):
   raw        torch._inductor.aoti_load_package(path, device_index=0), then one forward;
   raw-noidx  the same with the default device_index (-1);
@@ -38,7 +38,7 @@ def main() -> None:
     torch.manual_seed(0)
     enc = build_encoder("tiny").eval()
     result = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "cases": []}
-    for precision in ("fp16", "fp32"):
+    for precision in sys.argv[1:] or ["fp16"]:
         t0 = time.perf_counter()
         try:
             path = cached_aoti_package(enc, (64, 96), 1, precision, "cuda", progress=None)
