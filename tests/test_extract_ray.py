@@ -10,12 +10,17 @@ from _extract_data import SIZE, feature_files, make_images
 from lseg_encoder.extract import extract
 from lseg_encoder.extract.manifest import read_manifest
 
-ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'lseg-encoder[ray]'); the ray engine is "
-                                        "tested where the extra is installed")
-pytest.importorskip("ray.data", reason="Ray Data missing (pip install 'ray[data]')")
+
+@pytest.fixture(scope="module")
+def ray():
+    """Imported when the test runs, never at collection (which must import no optional backend)."""
+    module = pytest.importorskip("ray", reason="Ray not installed (pip install 'lseg-encoder[ray]'); the ray "
+                                               "engine is tested where the extra is installed")
+    pytest.importorskip("ray.data", reason="Ray Data missing (pip install 'ray[data]')")
+    return module
 
 
-def test_ray_local_cluster_matches_local_engine(tmp_path, tiny_checkpoint, tiny_encoder):
+def test_ray_local_cluster_matches_local_engine(ray, tmp_path, tiny_checkpoint, tiny_encoder):
     folder = tmp_path / "images"
     ids = make_images(folder, 6)
     (folder / "broken.png").write_bytes(b"\x89PNG broken")

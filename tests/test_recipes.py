@@ -212,7 +212,7 @@ def test_native_is_the_features_path(tiny_encoder):
 
 
 def test_recipes_run_on_a_runner(tiny_encoder):
-    from lseg_encoder.runners import make_runner
+    from lseg_encoder.backends import make_runner
 
     image = random_image(48, 64)
     recipe = get_recipe("openscene", backbone="tiny")
