@@ -118,7 +118,7 @@ def run_benchmarks(encoder, backends: Sequence[str], sizes: Sequence[tuple[int, 
     """Time every backend at every size in every mode; see the module docstring.
 
     Sizes must already satisfy the backbone's size rule (`sizes.check_size`). Backends in `explicit`
-    were named by the user and run even where they are slow on the CPU (`sweep.cpu_cost_reason`).
+    were named by the user and run even where default sweeps leave them out (`sweep.default_skip_reason`).
     `max_seconds` bounds each timing cell by time as well as by count.
     """
     from tqdm import tqdm

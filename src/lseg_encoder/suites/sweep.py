@@ -9,7 +9,7 @@ Compare, bench, verify and both test pools (fidelity, pytest-benchmark) open run
 - a backend that breaks while opening is *failed* with its message (for that size alone when it is
   per-size), and the others still run.
 On the CPU some backends are left out of *default* sweeps because they cost minutes there
-(`cpu_cost_reason`); they are reported as skipped with that reason, and run when asked for by name.
+(`default_skip_reason`); they are reported as skipped with that reason, and run when asked for by name.
 """
 
 from __future__ import annotations
@@ -23,17 +23,27 @@ from ..backends import BACKENDS, get_backend, make_runner, unavailable_reason
 from ..errors import BackendUnavailable, LsegError
 from ..sizes import Size, size_label
 
-# Backends whose default CPU runs cost minutes (compilation, emulated fp16): skipped unless named.
-CPU_COST = {
-    "torch-fp16": "fp16 autocast on CPU is emulated (several times slower than fp32); it runs by default with CUDA",
-    "compiled": "compiled fp16 targets CUDA (CUDA graphs); on CPU name it explicitly (minutes of compilation)",
-    "compiled-fp32": "torch.compile takes minutes per shape on CPU; name it explicitly to run it",
-    "aoti": "AOTInductor packaging takes minutes per shape on CPU; name it explicitly to run it",
+# Backends that default sweeps leave out on a device type, each with the reason it is reported with.
+# They still run when named (`explicit`).
+COSTLY_BY_DEFAULT = {
+    "cpu": {
+        "torch-fp16": "fp16 autocast on CPU is emulated (several times slower than fp32); it runs by default "
+                      "with CUDA",
+        "compiled": "compiled fp16 targets CUDA (CUDA graphs); on CPU name it explicitly (minutes of compilation)",
+        "compiled-fp32": "torch.compile takes minutes per shape on CPU; name it explicitly to run it",
+        "aoti": "AOTInductor packaging takes minutes per shape on CPU; name it explicitly to run it",
+    },
+    "cuda": {
+        "compiled-fp32": "the fp32 twin of `compiled` costs another compilation per shape; name it to run it",
+        "aoti": "AOTInductor packaging takes minutes per shape, and loading CUDA packages from Python crashed "
+                "on torch 2.11 (docs/cpp.md); name it explicitly to run it",
+    },
 }
 
 
-def cpu_cost_reason(backend: str, device: str) -> str | None:
-    return CPU_COST.get(backend) if not str(device).startswith("cuda") else None
+def default_skip_reason(backend: str, device: str) -> str | None:
+    """Why default sweeps leave `backend` out on `device` (None: they run it)."""
+    return COSTLY_BY_DEFAULT.get(str(device).split(":")[0], {}).get(backend)
 
 
 def default_backends(device: str) -> list[str]:
@@ -83,7 +93,7 @@ class RunnerPool:
         """Why `backend` produces nothing here for any size, decided without building anything."""
         reason = unavailable_reason(backend, self.device)
         if reason is None and backend not in self.explicit:
-            reason = cpu_cost_reason(backend, self.device)
+            reason = default_skip_reason(backend, self.device)
         return Skip(backend, reason) if reason else None
 
     def runner(self, backend: str, size: Size):

@@ -11,7 +11,7 @@
 5. segment the sample image with each backend's features into a few labels.
 
 With no backend list, every row of the backend table is reported: run, or skipped with its reason
-(on the CPU the ones that cost minutes are skipped unless named: `sweep.CPU_COST`).
+(the ones that cost minutes on this device type are skipped unless named: `sweep.COSTLY_BY_DEFAULT`).
 """
 
 from __future__ import annotations
