@@ -25,7 +25,9 @@ from .sinks import BackgroundWriter, feature_path
 @dataclass
 class StageTimes:
     """Seconds per stage. decode is summed over worker processes (CPU-seconds), so it can exceed
-    the wall time; `wait` is the time compute sat idle waiting for decoded pixels."""
+    the wall time; `wait` is the time compute sat idle waiting for decoded pixels. `warmup` is the
+    wall time until the first batch was computed (compilation, CUDA-graph capture, allocator growth),
+    `warmup_items` the items in it: the steady-state rate leaves both out."""
 
     decode: float = 0.0
     wait: float = 0.0
@@ -33,9 +35,11 @@ class StageTimes:
     write: float = 0.0
     bytes: int = 0
     load: float = 0.0
+    warmup: float = 0.0
+    warmup_items: int = 0
 
     def add(self, other: StageTimes) -> None:
-        for name in ("decode", "wait", "compute", "write", "bytes", "load"):
+        for name in ("decode", "wait", "compute", "write", "bytes", "load", "warmup", "warmup_items"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -65,6 +69,7 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
     writer = BackgroundWriter(output.fmt, enabled=output.sink == "files")
     try:
         stream = iter(loader)
+        started = time.perf_counter()
         while True:
             t_wait = time.perf_counter()
             chunk = next(stream, None)
@@ -72,6 +77,9 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
             if chunk is None:
                 break
             times.add(run_chunk(computer, spec, output, chunk, items, emit, writer))
+            if not times.warmup_items:
+                computer.runner.synchronize()
+                times.warmup, times.warmup_items = time.perf_counter() - started, min(spec.batch, len(items))
         writer.close()
     finally:
         writer.pool.shutdown(wait=True)

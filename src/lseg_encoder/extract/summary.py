@@ -28,6 +28,13 @@ class ExtractSummary:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def steady_images_per_second(self) -> float | None:
+        """The rate after the first batch, whose time holds compilation and warm-up (None: too few items)."""
+        s = self.stages
+        items, seconds = self.ok - s.warmup_items, self.seconds - s.warmup
+        return items / seconds if s.warmup_items and items > 0 and seconds > 0 else None
+
+    @property
     def complete(self) -> bool:
         return self.failed == 0 and self.ok + self.skipped == self.total
 
@@ -37,7 +44,9 @@ class ExtractSummary:
             f"{self.ok} ok, {self.failed} failed, {self.skipped} already done, of {self.total} items"
             + (f" -> {self.out}" if self.out else ""),
             f"{self.images_per_second:.2f} img/s on {self.device} ({self.backend}), {self.seconds:.1f} s, "
-            f"{self.bytes / 1e9:.3f} GB written",
+            f"{self.bytes / 1e9:.3f} GB written"
+            + (f"; {self.steady_images_per_second:.1f} img/s after the first batch (its {self.stages.warmup:.1f} s "
+               "hold compilation and warm-up)" if self.steady_images_per_second else ""),
             f"stages: model load {s.load:.1f} s | decode {s.decode:.1f} s (worker CPU) | waiting for decode "
             f"{s.wait:.1f} s | compute {s.compute:.1f} s | write {s.write:.1f} s (writer threads)",
         ]
