@@ -116,8 +116,9 @@ def _inspect(result: VerifyResult, say: Progress) -> None:
 
 def _note_skip(result: VerifyResult, skip: Skip, say: Progress) -> None:
     reason = skip.reason
-    if skip.backend in result.skipped:  # the engine-build note, then why it cannot run
-        reason = f"{result.skipped[skip.backend]}; execution skipped: {reason}"
+    if skip.backend in result.skipped:  # the engine-build note, then why it cannot run (each reason once)
+        note = result.skipped[skip.backend]
+        reason = note if reason in note else f"{note}; execution skipped: {reason}"
     elif any(a.get("backend") == skip.backend for a in result.artefacts):
         reason = f"engine built, execution skipped: {reason}"
     result.skipped[skip.backend] = reason
