@@ -36,5 +36,9 @@ class EngineError(LsegError):
     """A TensorRT engine could not be built, or a stored engine does not fit this runtime."""
 
 
+class WriteError(LsegError):
+    """An output cannot be written: a folder in the way, no permission, a full or read-only disk."""
+
+
 class BackendUnavailable(LsegError):
     """A backend cannot run on this machine; the message is the exact reason (tests skip with it)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import BackendUnavailable, EngineError
-from ..store.atomic import atomic_path
+from ..store.atomic import atomic_path, ensure_writable_parent
 from .backend import CapturedLog, TrtBackend, cuda_available, current_compute_capability, load_backend
 from .cache import EngineCache, cache_key
 from .options import BuildOptions, Profile, ShapeSpec, default_engine_name, parse_shape
@@ -276,6 +276,8 @@ def build_engine(onnx_path: str | Path, spec=None, options: BuildOptions | None 
         raise EngineError(f"{onnx_path}: not a readable ONNX model ({info.load_error})")
     plan = resolve_options(options, trt, info)
     _check_sizes(info, spec)
+    if output is not None:
+        ensure_writable_parent(output)  # before a build of minutes
     name = default_engine_name(onnx_path, spec, options, plan.precision)
     key = cache_key(onnx_sha256=info.sha256, shapes=spec.to_json(), options=options.to_json(),
                     flavour=trt.flavour, version=trt.version, targets=plan.key_targets(), typing=plan.typing)
@@ -318,7 +320,7 @@ def _place_copy(src: Path, meta: EngineMetadata, dst: Path, say: Report) -> Path
         if existing and existing.engine["sha256"] == want and sha256_file(dst) == want:
             say(f"{dst} is already this engine")
             return dst
-    with atomic_path(dst) as tmp:
+    with atomic_path(dst, expected_bytes=src.stat().st_size) as tmp:
         shutil.copyfile(src, tmp)
     copy = EngineMetadata(**{**meta.to_json(), "engine": {**meta.engine, "file": dst.name}})
     copy.write(dst_meta)
@@ -555,7 +557,7 @@ def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptio
         lseg_encoder_version=__version__,
         build_log=[msg for msg in log.at_least("INFO") if not msg.startswith("-" * 10)][:80],
     )
-    with atomic_path(target) as tmp:
+    with atomic_path(target, expected_bytes=len(data)) as tmp:
         tmp.write_bytes(data)
     meta.write(sidecar_path(target))
     say(f"  wrote {target} (+ {sidecar_path(target).name}) in {time.perf_counter() - t0:.1f} s total")

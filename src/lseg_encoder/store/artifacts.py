@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_bytes_atomic
 from .cache import cache_dir
 
 
@@ -42,7 +42,8 @@ def cached_artifact(kind: str, key: dict, build: Callable[[Path], object], suffi
         if not path.exists():
             with atomic_path(path, suffix=".tmp" + suffix) as tmp:
                 build(tmp)
-            (folder / f"{path.name}.key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+            write_bytes_atomic(folder / f"{path.name}.key.json",
+                               json.dumps(key, indent=1, sort_keys=True, default=str).encode())
     return path
 
 
