@@ -322,3 +322,48 @@ def test_build_copy_on_a_full_disk(onnx_copy, tmp_path, tiny_disk, capsys):
     assert last.startswith(f"error: cannot write {tiny_disk / 'e.trt'}: disk full (") and "MB needed)" in last
     assert list(tiny_disk.iterdir()) == []
     assert len(list((tmp_path / "engines").glob("*.trt"))) == 1  # the cached engine itself is intact
+
+
+# ONNX external data (the > 2 GB path of ViT-L/16 fp32, forced here on the tiny model) -----------
+@pytest.fixture()
+def external_data(monkeypatch):
+    import lseg_encoder.export.onnx as exporter
+
+    monkeypatch.setattr(exporter, "TWO_GB", (64 << 20) + 1)  # every model is "too big" for one protobuf
+    return exporter
+
+
+def test_external_data_export_lands_as_graph_plus_data(external_data, tiny_encoder, tmp_path):
+    out = tmp_path / "m.onnx"
+    external_data.export_onnx(tiny_encoder, out, dynamic=False, size=(64, 64), verbose=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    import onnx
+
+    locations = {e.value for t in onnx.load(str(out), load_external_data=False).graph.initializer
+                 for e in t.external_data if e.key == "location"}
+    assert locations == {"m.onnx.data"}
+
+
+def test_external_data_temp_is_removed_on_failure_and_after_kill(external_data, tiny_encoder, tmp_path,
+                                                                 monkeypatch):
+    from lseg_encoder.errors import ExportError
+
+    seen = []
+
+    def fail_check(path):
+        seen.extend(p.name for p in tmp_path.iterdir())
+        raise ExportError("exported graph fails onnx.checker: injected")
+
+    monkeypatch.setattr(external_data, "_full_check", fail_check)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="injected"):
+        external_data.export_onnx(tiny_encoder, out, dynamic=False, size=(64, 64), verbose=False)
+    data = [n for n in seen if n.endswith(".data")]
+    assert len(data) == 1 and data[0].startswith(".m.onnx" + TEMP_MARK), seen  # a named companion
+    assert list(tmp_path.iterdir()) == []
+    # what a kill -9 at that moment leaves (temp graph + its data) goes with the next write
+    for name in seen:
+        (tmp_path / name).write_bytes(b"left by a dead writer")
+        os.rename(tmp_path / name, tmp_path / name.replace(f"{TEMP_MARK}{os.getpid()}-", f"{TEMP_MARK}4194999-"))
+    write_bytes_atomic(out, b"next write")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
