@@ -237,20 +237,32 @@ def test_features_disk_full_injected(tmp_path, capsys, monkeypatch, tiny_checkpo
 
 # a real full disk -------------------------------------------------------------------------------
 @pytest.fixture()
-def tiny_disk(tmp_path):
-    """A 1 MB tmpfs, mounted for this test only."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if not shutil.which("mount"):
-        pytest.skip("no `mount` command: the disk-full case runs with an injected ENOSPC only")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}); "
-                    "the disk-full case runs with an injected ENOSPC only")
-    try:
-        yield mnt
-    finally:
+def mount_tmpfs(tmp_path):
+    """mount_tmpfs(size) -> a fresh tmpfs of that size, unmounted after the test."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"mnt{len(mounted)}"
+        mnt.mkdir()
+        if not shutil.which("mount"):
+            pytest.skip("no `mount` command: the disk-full case runs with an injected ENOSPC only")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}); "
+                        "the disk-full case runs with an injected ENOSPC only")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.fixture()
+def tiny_disk(mount_tmpfs):
+    """A 1 MB tmpfs."""
+    return mount_tmpfs("1m")
 
 
 def test_real_disk_full_features(tiny_disk, capsys, tiny_checkpoint):
@@ -322,6 +334,21 @@ def test_build_copy_on_a_full_disk(onnx_copy, tmp_path, tiny_disk, capsys):
     assert last.startswith(f"error: cannot write {tiny_disk / 'e.trt'}: disk full (") and "MB needed)" in last
     assert list(tiny_disk.iterdir()) == []
     assert len(list((tmp_path / "engines").glob("*.trt"))) == 1  # the cached engine itself is intact
+
+
+def test_build_copy_whose_sidecar_does_not_fit_leaves_no_engine(onnx_copy, tmp_path, mount_tmpfs, capsys):
+    cache = tmp_path / "engines"
+    assert main([str(a) for a in build_args(onnx_copy, cache)]) == 0
+    engine_bytes = next(cache.glob("*.trt")).stat().st_size
+    disk = mount_tmpfs("16m")
+    page = os.statvfs(disk).f_frsize
+    room = -(-engine_bytes // page) * page  # the engine fits to the page, its sidecar does not
+    (disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(disk).free - room))
+    capsys.readouterr()
+    code, err = run_cli(capsys, *build_args(onnx_copy, cache, "--output", disk / "e.trt"))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: cannot write {disk / 'e.trt.json'}: disk full (")
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]
 
 
 # ONNX external data (the > 2 GB path of ViT-L/16 fp32, forced here on the tiny model) -----------

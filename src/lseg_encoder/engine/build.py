@@ -323,9 +323,18 @@ def _place_copy(src: Path, meta: EngineMetadata, dst: Path, say: Report) -> Path
     with atomic_path(dst, expected_bytes=src.stat().st_size) as tmp:
         shutil.copyfile(src, tmp)
     copy = EngineMetadata(**{**meta.to_json(), "engine": {**meta.engine, "file": dst.name}})
-    copy.write(dst_meta)
+    _write_sidecar_or_drop(copy, dst)
     say(f"wrote {dst} and {dst_meta.name}")
     return dst
+
+
+def _write_sidecar_or_drop(meta: EngineMetadata, engine: Path) -> None:
+    """An engine without its sidecar cannot be loaded: if the sidecar fails, the engine goes too."""
+    try:
+        meta.write(sidecar_path(engine))
+    except BaseException:
+        engine.unlink(missing_ok=True)
+        raise
 
 
 def _check_sizes(info: OnnxInfo, spec: ShapeSpec) -> None:
@@ -559,7 +568,7 @@ def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptio
     )
     with atomic_path(target, expected_bytes=len(data)) as tmp:
         tmp.write_bytes(data)
-    meta.write(sidecar_path(target))
+    _write_sidecar_or_drop(meta, target)
     say(f"  wrote {target} (+ {sidecar_path(target).name}) in {time.perf_counter() - t0:.1f} s total")
     return meta
 
