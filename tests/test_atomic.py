@@ -272,6 +272,16 @@ def test_real_disk_full_features(tiny_disk, capsys, tiny_checkpoint):
     assert list(tiny_disk.iterdir()) == []
 
 
+def test_real_disk_full_export(tiny_disk, capsys, tiny_checkpoint):
+    out = tiny_disk / "m.onnx"  # the tiny graph is 2.7 MB
+    code, err = run_cli(capsys, "export", "--weights", tiny_checkpoint, "--static", "64", "64", "--no-check",
+                        "--output", out)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err
+    assert last.startswith(f"error: cannot write {out}: disk full (1.0 MB free, ") and " MB needed)" in last
+    assert list(tiny_disk.iterdir()) == []
+
+
 def test_real_disk_full_segment_leaves_neither_png_nor_json(tiny_disk, capsys, tiny_checkpoint):
     (tiny_disk / "filler").write_bytes(b"\0" * ((1 << 20) - 4 * 8192))  # a few pages left: the PNG cannot fit
     code, err = run_cli(capsys, "segment", "--weights", tiny_checkpoint, "--size", "64", "--labels", "a, b",
