@@ -404,3 +404,15 @@ def test_external_data_temp_is_removed_on_failure_and_after_kill(external_data, 
         os.rename(tmp_path / name, tmp_path / name.replace(f"{TEMP_MARK}{os.getpid()}-", f"{TEMP_MARK}4194999-"))
     write_bytes_atomic(out, b"next write")
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_cli_turns_a_stray_os_error_into_one_line(monkeypatch, capsys):
+    """An OSError no writer converted (the environment, not a bug) still prints one line, exit 2."""
+    import lseg_encoder.commands.cache as cache_command
+
+    def full(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/some/where/file.bin")
+
+    monkeypatch.setattr(cache_command, "run", full)
+    code, err = run_cli(capsys, "cache")
+    assert_one_line_error(code, err, "/some/where/file.bin: disk full (")

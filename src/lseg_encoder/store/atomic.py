@@ -143,9 +143,9 @@ def write_error(target: str | os.PathLike, exc: OSError, *, written: int | None 
     """The one-line `WriteError` for an OSError met while writing `target` (or renaming onto it)."""
     target = Path(target)
     code = exc.errno
-    if code in _DISK_FULL:
-        needed = expected if expected else written
-        why = disk_full_message(target.parent, needed, at_least=not expected)
+    if code in _DISK_FULL:  # the need is the expected size, or more than what got written
+        needed = max(expected or 0, written or 0) or None
+        why = disk_full_message(target.parent, needed, at_least=not expected or (written or 0) >= expected)
     elif code in (errno.EACCES, errno.EPERM):
         why = f"permission denied (folder {target.parent})"
     elif code == errno.EROFS:
@@ -154,7 +154,7 @@ def write_error(target: str | os.PathLike, exc: OSError, *, written: int | None 
         why = "it is a directory; give a file name"
     elif code in (errno.ENOTDIR, errno.EEXIST) or not _existing_ancestor(target.parent).is_dir():
         blocker = _existing_ancestor(target.parent)
-        why = f"{blocker} is a file, not a folder" if not blocker.is_dir() else (exc.strerror or str(exc))
+        why = f"{blocker} is a file, not a folder" if not blocker.is_dir() else "something else is in the way"
     elif code == errno.ENAMETOOLONG:
         why = "file name too long"
     else:
