@@ -30,6 +30,15 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {text}")
 
 
+@pytest.fixture
+def without_cuda():
+    """Skips (at run time, never at collection) where CUDA is available: for tests of the no-CUDA path."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the no-CUDA path; run it on a machine without CUDA")
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     from lseg_encoder.weights.synthetic import default_synthetic_checkpoint

@@ -52,8 +52,12 @@ def gpu(session):
 
 @nox.session
 def lint(session):
-    session.install("ruff")
+    """ruff, and the TensorRT API conformance check: mypy over engine/ and the TensorRT runner against
+    tensorrt-stubs (the TensorRT 10.13 API; --no-deps: its `tensorrt` dependency cannot install here)."""
+    session.install("ruff", "mypy", "filelock")
+    session.install("--no-deps", "tensorrt-stubs")
     session.run("ruff", "check", "src", "tests", "conftest.py", "noxfile.py", "scripts")
+    session.run("python", "scripts/trt_typecheck.py")
 
 
 @nox.session

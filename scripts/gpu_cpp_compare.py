@@ -170,7 +170,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from lseg_encoder import default_synthetic_checkpoint, load_encoder
-    from lseg_encoder.export.aoti import cached_aoti_package
+    from lseg_encoder.loaders import aoti_package
 
     if args.device == "cuda" and not torch.cuda.is_available():
         log("torch.cuda.is_available() is False: run this on the GPU machine, or pass --device cpu")
@@ -183,7 +183,7 @@ def main() -> int:
     for text in args.sizes:
         size = parse_size(text)
         t0 = time.perf_counter()
-        packages.append(cached_aoti_package(encoder, size, precision=args.precision, device=args.device,
+        packages.append(aoti_package(encoder, size=size, precision=args.precision, device=args.device,
                                             progress=log))
         package_s[f"{size[0]}x{size[1]}"] = round(time.perf_counter() - t0, 1)
     del encoder

@@ -13,14 +13,10 @@ import pytest
 import torch
 
 from lseg_encoder.errors import BackendUnavailable, InputSizeError, LsegError
-from lseg_encoder.export.aoti import (
-    AOTIPackageSpec,
-    PackageError,
-    cached_aoti_package,
-    package_aoti,
-    read_package_spec,
-)
+from lseg_encoder.export.aoti import package_aoti
+from lseg_encoder.export.metadata import AOTIPackageSpec, PackageError, read_package_spec
 from lseg_encoder.fidelity.metrics import check, feature_metrics
+from lseg_encoder.loaders import aoti_package
 from lseg_encoder.runners.aoti_runner import AOTIRunner
 from lseg_encoder.runners.torch_runner import TorchRunner
 
@@ -30,7 +26,7 @@ SIZE = (64, 96)  # tiny: H//16 and W//16 even -> output (512, 32, 48)
 
 @pytest.fixture(scope="session")
 def tiny_package(tiny_encoder):
-    return cached_aoti_package(tiny_encoder, SIZE)
+    return aoti_package(tiny_encoder, size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +34,7 @@ def cli_fp16_package(tiny_checkpoint, tmp_path_factory):
     from lseg_encoder.cli import main
 
     out = tmp_path_factory.mktemp("aoti") / "tiny_fp16.pt2"
-    rc = main(["package-aoti", "--weights", str(tiny_checkpoint), "--size", str(SIZE[0]), str(SIZE[1]),
+    rc = main(["package-aoti", "--weights", str(tiny_checkpoint), "--static", f"1x{SIZE[0]}x{SIZE[1]}",
                "--precision", "fp16", "--output", str(out)])
     assert rc == 0
     return out
@@ -143,7 +139,7 @@ def test_corrupt_library_is_a_clear_error(tiny_package, tmp_path):
         runner.activate()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a CUDA package on a machine without CUDA")
+@pytest.mark.usefixtures("without_cuda")  # simulates a CUDA package on a machine without CUDA
 def test_cuda_package_on_cpu_machine_is_unavailable(tiny_package, tmp_path):
     fake = tmp_path / "cuda.pt2"
     _rewrite_metadata(tiny_package, fake, AOTI_DEVICE_KEY="cuda", **{"lseg.device": "cuda"})

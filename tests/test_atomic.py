@@ -274,7 +274,7 @@ def test_real_disk_full_features(tiny_disk, capsys, tiny_checkpoint):
 
 def test_real_disk_full_export(tiny_disk, capsys, tiny_checkpoint):
     out = tiny_disk / "m.onnx"  # the tiny graph is 2.7 MB
-    code, err = run_cli(capsys, "export", "--weights", tiny_checkpoint, "--static", "64", "64", "--no-check",
+    code, err = run_cli(capsys, "export", "--weights", tiny_checkpoint, "--static", "1x64x64", "--no-check",
                         "--output", out)
     last = err.strip().splitlines()[-1]
     assert code == 2 and "Traceback" not in err
@@ -303,14 +303,14 @@ def test_read_only_folder_is_refused_before_work(tiny_disk, capsys, tiny_checkpo
 @pytest.fixture()
 def onnx_copy(tmp_path, tiny_encoder):
     from lseg_encoder.engine import backend_available
-    from lseg_encoder.export.onnx import cached_onnx
+    from lseg_encoder.loaders import onnx_file
 
     ok, reason = backend_available("tensorrt_rtx")
     if not ok:
         pytest.skip(f"needs tensorrt_rtx to build engines: {reason}")
     folder = tmp_path / "models"
     folder.mkdir()
-    return Path(shutil.copy(cached_onnx(tiny_encoder, precision="fp32"), folder / "enc.onnx"))
+    return Path(shutil.copy(onnx_file(tiny_encoder, precision="fp32"), folder / "enc.onnx"))
 
 
 def build_args(onnx: Path, cache: Path, *extra) -> list:
@@ -372,7 +372,9 @@ def external_data(monkeypatch):
 
 def test_external_data_export_lands_as_graph_plus_data(external_data, tiny_encoder, tmp_path):
     out = tmp_path / "m.onnx"
-    external_data.export_onnx(tiny_encoder, out, dynamic=False, size=(64, 64), verbose=False)
+    from lseg_encoder.loaders import export_validated  # the ONNX Runtime check reads the temp's data file
+
+    export_validated(tiny_encoder, out, dynamic=False, size=(64, 64))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
     import onnx
 
@@ -394,7 +396,7 @@ def test_external_data_temp_is_removed_on_failure_and_after_kill(external_data, 
     monkeypatch.setattr(external_data, "_full_check", fail_check)
     out = tmp_path / "m.onnx"
     with pytest.raises(ExportError, match="injected"):
-        external_data.export_onnx(tiny_encoder, out, dynamic=False, size=(64, 64), verbose=False)
+        external_data.export_onnx(tiny_encoder, out, dynamic=False, size=(64, 64))
     data = [n for n in seen if n.endswith(".data")]
     assert len(data) == 1 and data[0].startswith(".m.onnx" + TEMP_MARK), seen  # a named companion
     assert list(tmp_path.iterdir()) == []

@@ -18,6 +18,7 @@ import struct
 import pytest
 import torch
 
+from lseg_encoder.backends import BACKENDS
 from lseg_encoder.cli import main
 from lseg_encoder.suites.timing import machine_info, time_runner
 
@@ -25,10 +26,10 @@ from lseg_encoder.suites.timing import machine_info, time_runner
 # pytest-benchmark suite
 # --------------------------------------------------------------------------------------------------
 
-BENCH_BACKENDS = ("torch", "torch-fp16", "compiled", "onnxruntime", "tensorrt", "aoti")
+BENCH_BACKENDS = tuple(BACKENDS)  # every row of the backend table; the ones that cannot run here skip
 SIDES = (256, 320, 520, 910)
 CPU_SIDES = (256, 320)
-COMPILE_HEAVY = ("compiled", "aoti")  # ~1 min of compilation per shape on two CPU cores
+CPU_RUNS = ("torch", "onnxruntime", "onnxruntime-fp16", "compiled-fp32")  # affordable on two CPU cores
 BACKBONES = (
     pytest.param("tiny", id="tiny"),
     pytest.param("clip_vitl16_384", id="vitl16", marks=(pytest.mark.gpu, pytest.mark.slow)),
@@ -37,7 +38,7 @@ MODES = ("device", "end-to-end")
 
 
 def _plan_skip(device: str, backbone: str, side: int, backend: str) -> str | None:
-    """Why this cell is not measured on this machine (None: measure it)."""
+    """Why this cell is not measured on this machine beyond what the runner pool says (None: measure it)."""
     if device == "cuda":
         return None
     if backbone != "tiny":
@@ -45,52 +46,33 @@ def _plan_skip(device: str, backbone: str, side: int, backend: str) -> str | Non
                 "`lseg-encoder bench --backbone clip_vitl16_384 --device cpu --iterations 5`")
     if side not in CPU_SIDES:
         return f"CPU run: tiny config at {' and '.join(map(str, CPU_SIDES))} px only; {side} px runs with CUDA"
-    if backend == "torch-fp16":
-        return ("fp16 autocast on CPU is emulated: ~4 s per tiny 256 px forward measured on this project's "
-                "2-core CPU machine (several times fp32); benchmark it with CUDA")
-    if backend in COMPILE_HEAVY and side != CPU_SIDES[0]:
+    if backend == "compiled-fp32" and side != CPU_SIDES[0]:
         return (f"CPU run: {backend} only at {CPU_SIDES[0]} px (about a minute of compilation per shape on "
                 "2 cores); every size runs with CUDA")
     return None
 
 
-class RunnerPool:
-    """Activated runners shared by the module's benchmarks, plus each one's device-only core stats.
-
-    A runner that cannot be built or activated here is remembered with its reason, so every test
-    of that backend skips with the same message without retrying the build.
-    """
+class BenchPools:
+    """The shared runner pool (`suites.sweep.RunnerPool`) per backbone, plus each runner's device-only
+    core stats. A backend that cannot run here skips every test with the pool's one reason."""
 
     def __init__(self, device: str):
         self.device = device
         self.gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
         self.core_iterations, self.rounds, self.warmup = (100, 100, 10) if device == "cuda" else (5, 10, 2)
-        self._runners: dict = {}
+        self._pools: dict = {}
         self._core: dict = {}
 
     def runner(self, encoder, backend: str, size: tuple[int, int]):
-        from lseg_encoder.bench_report import PER_SIZE_BACKENDS
-        from lseg_encoder.errors import BackendUnavailable
-        from lseg_encoder.runners import make_runner
+        from lseg_encoder.suites.sweep import RunnerPool, Skip
 
-        key = (encoder.config.name, backend, size if backend in PER_SIZE_BACKENDS else None)
-        if key not in self._runners:
-            if self.device == "cuda" and backend.startswith(("torch", "compiled")):
-                import copy
-
-                encoder = copy.deepcopy(encoder)  # TorchRunner moves its module; keep the session fixture on CPU
-            try:
-                self._runners[key] = make_runner(backend, encoder, device=self.device, size=size).activate()
-            except BackendUnavailable as exc:
-                self._runners[key] = f"{backend} cannot run here: {exc}"
-            except ImportError as exc:
-                self._runners[key] = f"{backend} is not available in this build: {exc}"
-        runner = self._runners[key]
-        if isinstance(runner, str):
-            pytest.skip(runner)
-        if runner.device.type != self.device:
-            pytest.skip(f"{backend} would run on {runner.device.type}, not {self.device} "
-                        f"(providers: {getattr(runner, 'providers', None)})")
+        name = encoder.config.name
+        if name not in self._pools:
+            explicit = CPU_RUNS if self.device == "cpu" else ()
+            self._pools[name] = RunnerPool(encoder, self.device, explicit=explicit)
+        runner = self._pools[name].runner(backend, size)
+        if isinstance(runner, Skip):
+            pytest.skip(f"{backend} cannot run here: {runner.reason}")
         return runner
 
     def core(self, runner, x: torch.Tensor):
@@ -108,14 +90,13 @@ class RunnerPool:
         return self._core[key]
 
     def close(self) -> None:
-        for runner in self._runners.values():
-            if not isinstance(runner, str):
-                runner.deactivate()
+        for pool in self._pools.values():
+            pool.close()
 
 
 @pytest.fixture(scope="module")
 def runner_pool():
-    pool = RunnerPool("cuda" if torch.cuda.is_available() else "cpu")
+    pool = BenchPools("cuda" if torch.cuda.is_available() else "cpu")
     yield pool
     pool.close()
 
@@ -126,7 +107,7 @@ def runner_pool():
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_latency(benchmark, request, runner_pool, backbone, side, backend, mode):
-    from lseg_encoder.bench_report import known_peak
+    from lseg_encoder.suites.bench import known_peak
     from lseg_encoder.suites.timing import encoder_flops
 
     reason = _plan_skip(runner_pool.device, backbone, side, backend)
@@ -174,8 +155,7 @@ REQUIRED_STATS = {"backend", "precision", "mode", "batch", "height", "width", "i
                   "median_ms", "mean_ms", "std_ms", "p90_ms", "min_ms", "timer", "extra"}
 REQUIRED_EXTRA = {"flops", "floor_ms", "floor_ratio", "compile_seconds", "first_call_s", "images_per_s", "runner"}
 
-needs_cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
-                                    reason="checks the no-CUDA skip path; run on a machine without CUDA")
+needs_cpu_only = pytest.mark.usefixtures("without_cuda")  # the no-CUDA skip path
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -194,7 +174,7 @@ def test_cli_writes_table_json_markdown_png(tmp_path, capsys):
     assert "torch" in out and "onnxruntime" in out and " ± " in out
 
     report = json.loads((tmp_path / "tiny_cpu_b1.json").read_text())
-    assert report["kind"] == "lseg-encoder-bench" and report["schema_version"] == 1
+    assert report["schema"] == "lseg-encoder/bench/v1" and report["lseg_encoder_version"]
     assert report["backbone"] == "tiny" and report["synthetic"] is True and report["device"] == "cpu"
     for key in ("cpu", "cpu_count", "torch", "onnxruntime", "gpu", "date"):
         assert key in report["machine"]
@@ -238,7 +218,8 @@ def test_cli_refuses_unknown_backend(tmp_path, capsys):
                "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "unknown backend(s) tensort" in err and "tensorrt" in err  # names the known ones
+    assert "unknown backend 'tensort'" in err and "tensorrt" in err  # names the known ones
+    assert "usage: lseg-encoder bench" in err  # the subcommand's usage, not the top-level one
     assert not any(tmp_path.iterdir())
 
 
@@ -272,19 +253,20 @@ def test_cli_fails_when_no_backend_can_run(tmp_path, capsys):
 
 
 def test_a_failing_backend_does_not_stop_the_others(tiny_encoder, monkeypatch, tmp_path):
-    import lseg_encoder.runners
-    from lseg_encoder.bench_report import BenchReport, run_benchmarks, write_report
+    import lseg_encoder.suites.sweep
+    from lseg_encoder.reports.bench import write_report
+    from lseg_encoder.suites.bench import BenchReport, run_benchmarks
 
-    real = lseg_encoder.runners.make_runner
+    real = lseg_encoder.suites.sweep.make_runner
 
     def flaky(backend, *args, **kwargs):
         if backend == "torch-fp16":
             raise RuntimeError("simulated crash in a backend")
         return real(backend, *args, **kwargs)
 
-    monkeypatch.setattr(lseg_encoder.runners, "make_runner", flaky)
+    monkeypatch.setattr(lseg_encoder.suites.sweep, "make_runner", flaky)
     report = run_benchmarks(tiny_encoder, ["torch-fp16", "torch"], [(256, 256)], device="cpu", iterations=2,
-                            warmup=0, modes=["device"], peak_tflops=0.5, progress=False)
+                            warmup=0, modes=["device"], peak_tflops=0.5, progress=False, explicit=["torch-fp16"])
     assert [r.backend for r in report.results] == ["torch"]
     (failed,) = report.skipped
     assert failed.status == "failed" and failed.reason == "RuntimeError: simulated crash in a backend"
@@ -304,7 +286,7 @@ def test_a_failing_backend_does_not_stop_the_others(tiny_encoder, monkeypatch, t
 
 
 def test_known_peak_only_for_measured_cards():
-    from lseg_encoder.bench_report import known_peak
+    from lseg_encoder.suites.bench import known_peak
 
     assert known_peak({"gpu": "NVIDIA H100 80GB HBM3"})[0] == 790.0
     assert known_peak({"gpu": "NVIDIA GeForce RTX 4090"}) == (None, None)

@@ -67,7 +67,9 @@ def test_compare_backends_writes_json_md_png(tiny_checkpoint, tmp_path, capsys):
     assert ("64x64", "onnxruntime") in rows and ("96x64", "onnxruntime") in rows
     assert all(r["metrics"]["label_agreement"] is not None for r in data["rows"])
     if "tensorrt" not in [c for _, c in rows]:
-        assert data["skipped"]["tensorrt"]  # a reason, never a silent skip
+        (skip,) = [s for s in data["skipped"] if s["backend"] == "tensorrt"]
+        assert skip["reason"]  # a reason, never a silent skip
+    assert data["schema"] == "lseg-encoder/compare/v1" and data["machine"]["torch"]  # the machine record
     md = (out / "compare.md").read_text()
     assert "| size | candidate |" in md and "label agreement" in md and "pixel_cosine_worst.png" in md
     assert (out / "pixel_cosine_worst.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,5 +132,5 @@ def test_verify_unknown_backend_is_exit_2(tiny_checkpoint, tmp_path, capsys):
     assert main(["verify", "--weights", str(tiny_checkpoint), "--backbone", "tiny", "--sizes", "64",
                  "--backends", "onnxruntime,nope", "--out", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error:") and "'nope'" in err[-1]
+    assert "error:" in err[-1] and "'nope'" in err[-1] and err[0].startswith("usage: lseg-encoder verify")
     assert not (tmp_path / "v").exists()

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from lseg_encoder.export.aoti import cached_aoti_package
 from lseg_encoder.fidelity.metrics import check, feature_metrics
+from lseg_encoder.loaders import aoti_package
 from lseg_encoder.runners.aoti_runner import AOTIRunner
 
 pytestmark = pytest.mark.cpp
@@ -113,7 +113,7 @@ def features(lseg_cpp) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def tiny_package(tiny_encoder) -> Path:
-    return cached_aoti_package(tiny_encoder, SIZE)
+    return aoti_package(tiny_encoder, size=SIZE)
 
 
 def run_cpp(exe: Path, *args, cwd=None) -> subprocess.CompletedProcess:
@@ -221,7 +221,7 @@ def test_bad_input_exits_nonzero_with_one_clear_line(lseg_cpp, tiny_package, tmp
     assert not (tmp_path / "f.npy").exists()
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a CUDA package on a machine without CUDA")
+@pytest.mark.usefixtures("without_cuda")  # simulates a CUDA package on a machine without CUDA
 def test_cuda_package_on_cpu_machine(lseg_cpp, tiny_package, tmp_path):
     _make_bad_inputs(tmp_path, tiny_package)
     proc = run_cpp(lseg_cpp, "extract", "--aoti", "cuda.pt2", "--input", "good.npy", "--output", "f.npy",

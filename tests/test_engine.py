@@ -59,9 +59,9 @@ SPECS = [*STATIC, DYNAMIC]
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_encoder):
     """Dynamic tiny ONNX per precision, exported by `export_onnx` once and cached on disk."""
-    from lseg_encoder.export.onnx import cached_onnx
+    from lseg_encoder.loaders import onnx_file
 
-    return {p: cached_onnx(tiny_encoder, precision=p, dynamic=True, size=(384, 384))
+    return {p: onnx_file(tiny_encoder, precision=p, dynamic=True, size=(384, 384))
             for p in ("fp32", "fp16")}
 
 
@@ -389,7 +389,7 @@ def test_cli_build_then_cache_hit(tiny_onnx, tmp_path, capsys, precision):
     from lseg_encoder.cli import main
 
     args = ["build", "--onnx", str(tiny_onnx[precision]), "--trt-backend", "tensorrt_rtx",
-            "--static", "256x320", "--engine-cache", str(tmp_path / "cache"),
+            "--static", "1x256x320", "--engine-cache", str(tmp_path / "cache"),
             "--output", str(tmp_path / "e.trt")]
     assert main(args) == 0
     first = capsys.readouterr()
@@ -412,7 +412,7 @@ def test_cli_refusals(tiny_onnx, tmp_path, capsys):
         (["--profile", "4x256x256,2x384x384,1x512x512"], "batch must satisfy min <= opt <= max"),
         (["--fp16"], "needs TensorRT 10's weakly-typed FP16 builder flag"),
         (["--workspace", "4GB"], "bad size '4GB'"),
-        (["--static", "256", "--profile", DYNAMIC], "not both"),
+        (["--static", "1x256x256", "--profile", DYNAMIC], "not both"),
     ]
     for extra, message in cases:
         assert main(base + extra) == 2
@@ -533,9 +533,9 @@ def test_runner_refuses_tampered_engine_on_activate(built, tmp_path):
 @pytest.mark.slow
 def test_full_vitl16_fp16_build(vitl16_encoder, rtx, tmp_path):
     """ViT-L/16 fp16 at 1x384x384, built for real (no cache) from the cached dynamic fp16 ONNX."""
-    from lseg_encoder.export.onnx import cached_onnx
+    from lseg_encoder.loaders import onnx_file
 
-    onnx = cached_onnx(vitl16_encoder, precision="fp16", dynamic=True, size=(384, 384))
+    onnx = onnx_file(vitl16_encoder, precision="fp16", dynamic=True, size=(384, 384))
     start = time.perf_counter()
     art = build_engine(onnx, "1x384x384", backend=rtx, cache=False, output=tmp_path / "vitl16.trt")
     seconds = time.perf_counter() - start

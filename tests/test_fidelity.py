@@ -22,9 +22,9 @@ import json
 import pytest
 import torch
 
-from lseg_encoder.errors import BackendUnavailable
+from lseg_encoder.backends import BACKENDS
 from lseg_encoder.fidelity.metrics import FIDELITY_PROMPTS, check, feature_metrics
-from lseg_encoder.runners import BACKENDS, make_runner
+from lseg_encoder.sizes import parse_sizes
 
 pytestmark = pytest.mark.fidelity
 
@@ -34,30 +34,30 @@ TINY_BACKENDS = ["torch-fp16", "onnxruntime", "onnxruntime-fp16", "tensorrt"]
 CPU_FP16_MAX_SIDE = 520
 VITL_CPU_BACKENDS = ["onnxruntime", "onnxruntime-fp16", "tensorrt"]
 GPU_BACKENDS = ["torch-fp16", "compiled"]
-
-
-def _parse_sizes(text):
-    sizes = []
-    for part in text.split(","):
-        h, _, w = part.strip().partition("x")
-        sizes.append((int(h), int(w or h)))
-    return sizes
+TINY_CPU_RUNS = {"torch-fp16", "compiled-fp32"}  # cheap for tiny on CPU, so run though the table marks them slow
+REFERENCE_SKIP = ("torch fp32 is the reference of this suite; its own fidelity is the golden test against the "
+                  "official code (tests/test_encoder_golden.py)")
 
 
 def _matrix(config):
+    """(backbone, size, backend) cases. Every row of the backend table appears at least once; rows
+    that cannot run here skip with the reason the shared runner pool gives."""
     device = config.getoption("--fidelity-device")
     backbone = config.getoption("--fidelity-backbone")
     sizes = config.getoption("--fidelity-sizes")
     backends = config.getoption("--fidelity-backends")
-    sizes = _parse_sizes(sizes) if sizes else None
+    sizes = parse_sizes(sizes) if sizes else None
     backends = backends.split(",") if backends else None
     cases = []
     if device == "cpu" and backbone is None:
         for size in sizes or SEED_SIZES + NON_SQUARE:
             for b in backends or TINY_BACKENDS:
-                if sizes or BACKENDS[b][0] == "fp32" or b.startswith("tensorrt") or max(size) <= CPU_FP16_MAX_SIDE:
+                cheap = BACKENDS[b].precision == "fp32" or b.startswith("tensorrt") or max(size) <= CPU_FP16_MAX_SIDE
+                if sizes or cheap:
                     cases.append(("tiny", size, b))
-        cases.append(("tiny", (260, 260), "compiled-fp32"))
+        if not backends:
+            listed = {b for _, _, b in cases}
+            cases += [("tiny", (260, 260), b) for b in BACKENDS if b not in listed]
         for size in sizes or [(260, 260), (390, 390)]:
             cases += [("clip_vitl16_384", size, b) for b in backends or VITL_CPU_BACKENDS]
     else:
@@ -77,13 +77,12 @@ def pytest_generate_tests(metafunc):
 
 
 class FidelityState:
-    """Session-wide caches: encoders, activated runners, references, baselines, results."""
+    """Session-wide caches: runner pools (the one sweep's), references, baselines, results."""
 
     def __init__(self, request):
         self.request = request
         self.device = request.config.getoption("--fidelity-device")
-        self.runners, self.refs, self.baselines, self.text = {}, {}, {}, {}
-        self.unavailable: dict[tuple, str] = {}
+        self.pools, self.refs, self.baselines, self.text = {}, {}, {}, {}
         self.results = []
 
     def encoder(self, backbone):
@@ -100,19 +99,15 @@ class FidelityState:
         return self.text[backbone]
 
     def runner(self, backbone, backend, size):
-        static = backend.startswith(("tensorrt", "aoti"))
-        key = (backbone, backend, size if static else None)
-        if key in self.unavailable:
-            pytest.skip(self.unavailable[key])
-        if key not in self.runners:
-            try:
-                runner = make_runner(backend, self.encoder(backbone), device=self.device, size=size)
-                runner.activate()
-            except BackendUnavailable as exc:
-                self.unavailable[key] = f"{backend} cannot run here: {exc}"
-                pytest.skip(self.unavailable[key])
-            self.runners[key] = runner
-        return self.runners[key]
+        from lseg_encoder.suites.sweep import RunnerPool, Skip
+
+        if backbone not in self.pools:
+            explicit = TINY_CPU_RUNS if backbone == "tiny" else ()
+            self.pools[backbone] = RunnerPool(self.encoder(backbone), self.device, explicit=explicit)
+        runner = self.pools[backbone].runner(backend, size or (384, 384))
+        if isinstance(runner, Skip):
+            pytest.skip(f"{backend} cannot run here: {runner.reason}")
+        return runner
 
     def input(self, size):
         g = torch.Generator().manual_seed(size[0] * 7919 + size[1])
@@ -135,8 +130,8 @@ class FidelityState:
         return self.baselines[key]
 
     def close(self):
-        for runner in self.runners.values():
-            runner.deactivate()
+        for pool in self.pools.values():
+            pool.close()
         path = self.request.config.getoption("--fidelity-report")
         if path and self.results:
             write_report(path, self.results, self.device)
@@ -173,7 +168,9 @@ def fidelity(request):
 
 def test_backend_faithful_to_torch_fp32(fidelity, fidelity_case):
     backbone, size, backend = fidelity_case
-    precision = BACKENDS[backend][0]
+    if backend == "torch":
+        pytest.skip(REFERENCE_SKIP)
+    precision = BACKENDS[backend].precision
     runner = fidelity.runner(backbone, backend, size)
     ref = fidelity.reference(backbone, size)
     got = runner.infer(fidelity.input(size))
@@ -190,17 +187,12 @@ def test_backend_faithful_to_torch_fp32(fidelity, fidelity_case):
 def test_broken_align_corners_is_caught(tiny_encoder):
     """A candidate with the fusion upsample's align_corners flipped (SPEC §5: 5.5e-2 off) must fail,
     and the verdict must say which metric and what tolerance would have passed."""
-    import copy
-
-    from lseg_encoder.export.onnx import cached_onnx
-    from lseg_encoder.model.decoder import FusionBlock
+    from _broken import flipped_align_corners
+    from lseg_encoder.loaders import onnx_file
     from lseg_encoder.runners.onnxruntime_runner import OnnxRuntimeRunner
 
-    broken = copy.deepcopy(tiny_encoder)
-    for module in broken.modules():
-        if isinstance(module, FusionBlock):
-            module.align_corners = False
-    path = cached_onnx(broken, precision="fp32", dynamic=False, size=(320, 320), check=False)
+    path = onnx_file(flipped_align_corners(tiny_encoder), precision="fp32", dynamic=False, size=(320, 320),
+                     check=False)
     x = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"]) as runner:
         got = runner.infer(x)
@@ -211,15 +203,20 @@ def test_broken_align_corners_is_caught(tiny_encoder):
     assert "pixel_cos_min" in str(verdict) and "would pass with" in str(verdict)
 
 
-def test_fp16_islands_absent_is_caught_by_graph_check(tiny_encoder):
+def test_fp16_islands_absent_is_caught_by_graph_check(tiny_encoder, tmp_path, monkeypatch):
     """The other classic fp16 break (LayerNorm without its fp32 island) does not move the outputs of
     ONNX Runtime CPU or PyTorch, which both accumulate fp16 LayerNorm in fp32 internally; it bites in
     TensorRT's fp16 kernels. So the guard is structural: the island check must reject such a graph."""
     import onnx
 
-    from lseg_encoder.export.onnx import cached_onnx
+    import lseg_encoder.export.onnx as exporter
+    from _broken import without_fp16_islands
 
-    path = cached_onnx(tiny_encoder, precision="fp16", dynamic=False, size=(256, 256), fp16_islands=False)
+    real = exporter.prepare_for_export
+    monkeypatch.setattr(exporter, "prepare_for_export",
+                        lambda enc, precision: without_fp16_islands(real(enc, precision)))
+    path = tmp_path / "no_islands.onnx"
+    exporter.export_onnx(tiny_encoder, path, precision="fp16", dynamic=False, size=(256, 256))
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input]}
     norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]

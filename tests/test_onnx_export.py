@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from collections import Counter
 
-import onnx
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lseg_encoder.errors import ExportError
-from lseg_encoder.export.onnx import cached_onnx, export_onnx
+from lseg_encoder.export.onnx import export_onnx
 from lseg_encoder.fidelity.metrics import check, feature_metrics
+from lseg_encoder.loaders import export_validated, onnx_file
 from lseg_encoder.runners.onnxruntime_runner import OnnxRuntimeRunner
 
 SIZES = [(256, 256), (320, 480), (448, 224)]
 DYNAMIC_TRACE = (384, 384)  # not one of SIZES: a dynamic model must be right away from its export size
-FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16 (onnx is imported inside the tests that need it)
 
 
 def torch_reference(encoder, x):
@@ -35,7 +35,7 @@ def _input(h, w, batch=1, seed=0):
 @pytest.mark.parametrize("size", SIZES, ids=[f"{h}x{w}" for h, w in SIZES])
 def test_onnxruntime_matches_torch(tiny_encoder, precision, mode, size):
     dynamic = mode == "dynamic"
-    path = cached_onnx(tiny_encoder, precision=precision, dynamic=dynamic, size=DYNAMIC_TRACE if dynamic else size)
+    path = onnx_file(tiny_encoder, precision=precision, dynamic=dynamic, size=DYNAMIC_TRACE if dynamic else size)
     x = _input(*size)
     with OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"]) as runner:
         got = runner.infer(x)
@@ -48,7 +48,7 @@ def test_onnxruntime_matches_torch(tiny_encoder, precision, mode, size):
        batch=st.integers(1, 2))
 def test_dynamic_model_any_valid_size(tiny_encoder, gh, gw, rh, rw, batch):
     h, w = 32 * gh + rh, 32 * gw + rw  # every valid ViT/16 size: H//16 even
-    path = cached_onnx(tiny_encoder, precision="fp32", dynamic=True, size=DYNAMIC_TRACE)
+    path = onnx_file(tiny_encoder, precision="fp32", dynamic=True, size=DYNAMIC_TRACE)
     x = _input(h, w, batch)
     with OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"]) as runner:
         got = runner.infer(x)
@@ -58,6 +58,8 @@ def test_dynamic_model_any_valid_size(tiny_encoder, gh, gw, rh, rw, batch):
 
 
 def _types(model):
+    import onnx
+
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type
              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
@@ -66,7 +68,9 @@ def _types(model):
 
 
 def test_fp16_graph_has_layernorm_and_fp32_islands(tiny_encoder):
-    model = onnx.load(str(cached_onnx(tiny_encoder, precision="fp16", dynamic=True, size=DYNAMIC_TRACE)))
+    import onnx
+
+    model = onnx.load(str(onnx_file(tiny_encoder, precision="fp16", dynamic=True, size=DYNAMIC_TRACE)))
     ops = Counter(n.op_type for n in model.graph.node)
     assert ops["LayerNormalization"] == 2 * tiny_encoder.config.backbone.depth
     types = _types(model)
@@ -82,14 +86,18 @@ def test_fp16_graph_has_layernorm_and_fp32_islands(tiny_encoder):
 
 
 def test_fp32_graph_is_fp32_with_real_layernorm(tiny_encoder):
-    model = onnx.load(str(cached_onnx(tiny_encoder, precision="fp32", dynamic=True, size=DYNAMIC_TRACE)))
+    import onnx
+
+    model = onnx.load(str(onnx_file(tiny_encoder, precision="fp32", dynamic=True, size=DYNAMIC_TRACE)))
     assert "LayerNormalization" in {n.op_type for n in model.graph.node}
     assert all(t.data_type == FLOAT for t in model.graph.initializer if t.data_type in (FLOAT, FLOAT16))
     assert model.opset_import[0].version >= 17
 
 
 def test_metadata_and_dynamic_axes(tiny_encoder):
-    path = cached_onnx(tiny_encoder, precision="fp16", dynamic=True, size=DYNAMIC_TRACE)
+    import onnx
+
+    path = onnx_file(tiny_encoder, precision="fp16", dynamic=True, size=DYNAMIC_TRACE)
     model = onnx.load(str(path))
     meta = {p.key: p.value for p in model.metadata_props}
     for key in ("lseg_encoder_version", "backbone", "checkpoint_sha256", "precision", "opset",
@@ -102,7 +110,7 @@ def test_metadata_and_dynamic_axes(tiny_encoder):
 
 
 def test_static_runner_rejects_other_shapes(tiny_encoder):
-    path = cached_onnx(tiny_encoder, precision="fp32", dynamic=False, size=(256, 256))
+    path = onnx_file(tiny_encoder, precision="fp32", dynamic=False, size=(256, 256))
     with OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"]) as runner:
         assert runner.input_spec.shape == (1, 3, 256, 256)
         with pytest.raises(ValueError, match="static shape"):
@@ -111,7 +119,7 @@ def test_static_runner_rejects_other_shapes(tiny_encoder):
 
 def test_unsupported_opset_and_no_partial_file(tiny_encoder, tmp_path):
     with pytest.raises(ExportError, match="unsupported opset 14"):
-        export_onnx(tiny_encoder, tmp_path / "m.onnx", opset=14, verbose=False)
+        export_onnx(tiny_encoder, tmp_path / "m.onnx", opset=14)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -119,7 +127,7 @@ def test_unwritable_path(tiny_encoder, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(Exception, match="cannot write"):
-        export_onnx(tiny_encoder, blocker / "sub" / "m.onnx", verbose=False, check=False)
+        export_onnx(tiny_encoder, blocker / "sub" / "m.onnx")
 
 
 def test_failed_validation_leaves_nothing(tiny_encoder, tmp_path, monkeypatch):
@@ -128,14 +136,14 @@ def test_failed_validation_leaves_nothing(tiny_encoder, tmp_path, monkeypatch):
 
     real = exporter.prepare_for_export
 
-    def broken(encoder, precision, fp16_islands=True):
-        wrapper = real(encoder, precision, fp16_islands)
+    def broken(encoder, precision):
+        wrapper = real(encoder, precision)
         wrapper.encoder.scratch.head1.bias.data += 0.5  # the exported graph no longer matches torch
         return wrapper
 
     monkeypatch.setattr(exporter, "prepare_for_export", broken)
     with pytest.raises(ExportError, match="not faithful to PyTorch"):
-        export_onnx(tiny_encoder, tmp_path / "m.onnx", dynamic=False, size=(256, 256), verbose=False)
+        export_validated(tiny_encoder, tmp_path / "m.onnx", dynamic=False, size=(256, 256))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -148,6 +156,7 @@ def test_corrupt_onnx_is_refused(tmp_path, content):
 
 
 def test_foreign_onnx_is_refused(tmp_path):
+    import onnx
     from onnx import helper
 
     node = helper.make_node("Identity", ["image"], ["features"])
@@ -172,7 +181,7 @@ def test_cli_export_writes_checked_model(tmp_path, tiny_checkpoint):
     from test_cli_features import cli
 
     out = tmp_path / "m.onnx"
-    r = cli("export", "--weights", str(tiny_checkpoint), "--precision", "fp16", "--static", "256", "256",
+    r = cli("export", "--weights", str(tiny_checkpoint), "--precision", "fp16", "--static", "1x256x256",
             "--output", str(out))
     assert r.returncode == 0, r.stderr
     assert "check 256x256: [fp16]" in r.stderr
@@ -183,7 +192,7 @@ def test_cli_export_writes_checked_model(tmp_path, tiny_checkpoint):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_full_vitl16_export(vitl16_encoder, precision):
     """Full ViT-L/16: the dynamic export is validated by the exporter at 384 and a second size."""
-    path = cached_onnx(vitl16_encoder, precision=precision, dynamic=True, size=(384, 384))
+    path = onnx_file(vitl16_encoder, precision=precision, dynamic=True, size=(384, 384))
     x = _input(320, 480)
     with OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"]) as runner:
         got = runner.infer(x)

@@ -44,3 +44,57 @@ def round_to_valid(config: EncoderConfig, n: int) -> int:
     """The nearest valid side to `n` (ties go up), for resize policies that pick a size."""
     options = nearest_valid_sides(config, n)
     return min(options, key=lambda m: (abs(m - n), -m))
+
+
+# -- the one spelling of sizes and shapes, shared by the CLI, the tests and the engine builder --------
+Size = tuple[int, int]  # (height, width)
+Shape = tuple[int, int, int]  # (batch, height, width) of a static artefact
+
+
+def _ints(text: str, what: str, form: str) -> list[int]:
+    try:
+        parts = [int(p) for p in str(text).strip().lower().split("x")]
+    except ValueError:
+        raise InputSizeError(f"bad {what} {text!r}; use {form}") from None
+    if min(parts) <= 0:
+        raise InputSizeError(f"bad {what} {text!r}: every number must be positive ({form})")
+    return parts
+
+
+def parse_size(text: str | int | Size) -> Size:
+    """'480' -> (480, 480); '320x480' -> (320, 480) (height x width). The CLI's `--size N|HxW`."""
+    if isinstance(text, tuple):
+        return int(text[0]), int(text[1])
+    parts = _ints(str(text), "size", "N or HxW, e.g. 480 or 320x480")
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise InputSizeError(f"bad size {text!r}; use N or HxW, e.g. 480 or 320x480")
+    return parts[0], parts[1]
+
+
+def parse_sizes(texts) -> list[Size]:
+    """`--sizes 260 320x480` or '260,320x480' -> [(260, 260), (320, 480)]."""
+    if isinstance(texts, str):
+        texts = [t for t in texts.replace(",", " ").split() if t]
+    return [parse_size(t) for t in texts]
+
+
+def parse_shape(text: str | Shape) -> Shape:
+    """'2x384x384' -> (2, 384, 384): the one form of a static artefact's input shape (BxHxW)."""
+    if isinstance(text, tuple):
+        return int(text[0]), int(text[1]), int(text[2])
+    parts = _ints(str(text), "shape", "BxHxW, e.g. 1x384x384")
+    if len(parts) != 3:
+        raise InputSizeError(f"bad shape {text!r}; use BxHxW (batch x height x width), e.g. 1x384x384")
+    return parts[0], parts[1], parts[2]
+
+
+def size_name(size: Size) -> str:
+    """(320, 480) -> '320x480' (file names, report keys)."""
+    return f"{size[0]}x{size[1]}"
+
+
+def size_label(size: Size) -> str:
+    """(480, 480) -> '480'; (320, 480) -> '320x480' (table rows, plot ticks)."""
+    return str(size[0]) if size[0] == size[1] else size_name(size)

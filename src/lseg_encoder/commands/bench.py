@@ -1,7 +1,8 @@
 """`lseg-encoder bench`: latency of each backend at each size, as a table, JSON, markdown and a plot.
 
-Flag names follow the seed's benchmark (`--img_sizes`, `--iterations`, `--backends`); the work is
-`bench_report.run_benchmarks`, so the same report is three lines of Python away.
+Sizes are `--sizes` like every command (`--img_sizes`, the seed's spelling, is kept as an alias); the
+work is `suites.bench.run_benchmarks` and `reports.bench.write_report`, so the same report is three
+lines of Python away.
 """
 
 from __future__ import annotations
@@ -9,17 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_weights_args, parse_size, resolve_weights
+from .common import add_sizes_arg, add_weights_args, backend_list, resolve_weights
 
 SEED_SIZES = ("260", "390", "520", "650", "780", "910")
-DEFAULT_BACKENDS = "torch,torch-fp16,compiled,onnxruntime,tensorrt"
-
-
-def _backend_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.replace(" ", ",").split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("no backend given")
-    return list(dict.fromkeys(names))
 
 
 def _int_at_least(minimum: int):
@@ -43,15 +36,13 @@ _positive, _non_negative = _int_at_least(1), _int_at_least(0)
 def register(sub) -> None:
     p = sub.add_parser("bench", help="latency per backend and size: table, JSON, markdown and PNG plot")
     add_weights_args(p)
-    p.add_argument("--img_sizes", "--img-sizes", dest="img_sizes", nargs="+", type=parse_size,
-                   default=[parse_size(s) for s in SEED_SIZES], metavar="N|HxW",
-                   help=f"input sizes (default: the seed's {' '.join(SEED_SIZES)})")
+    add_sizes_arg(p, list(SEED_SIZES), "--img_sizes", "--img-sizes", help="input sizes (the seed's by default)")
     p.add_argument("--iterations", type=_positive, default=500, help="timed iterations per cell (default 500)")
     p.add_argument("--warmup", type=_non_negative, default=10,
                    help="untimed iterations before timing (default 10); compilation happens before these")
     p.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
-    p.add_argument("--backends", type=_backend_list, default=_backend_list(DEFAULT_BACKENDS),
-                   help=f"comma-separated backends (default {DEFAULT_BACKENDS}); "
+    p.add_argument("--backends", type=backend_list, default=None,
+                   help="comma-separated backends (default: every backend of the table); "
                    "ones that cannot run here are listed as skipped with the reason")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--mode", choices=("device", "end-to-end", "both"), default="both",
@@ -83,21 +74,18 @@ def _check_device(device: str) -> str:
 def run(args) -> int:
     import torch
 
-    from ..bench_report import format_skipped, format_table, run_benchmarks, write_report
     from ..configs import get_config
     from ..errors import LsegError
-    from ..runners import BACKENDS
+    from ..reports.bench import format_skipped, format_table, write_report
     from ..sizes import check_size
     from ..store.atomic import ensure_writable_parent
+    from ..suites.bench import run_benchmarks
+    from ..suites.sweep import default_backends
     from ..weights.checkpoint import load_encoder
-
-    unknown = [b for b in args.backends if b not in BACKENDS]
-    if unknown:
-        raise LsegError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         raise LsegError(f"--peak-tflops must be > 0, got {args.peak_tflops}")
     device = _check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sizes = list(dict.fromkeys(tuple(s) for s in args.img_sizes))
+    sizes = list(dict.fromkeys(tuple(s) for s in args.sizes))
     known_backbone = args.backbone or (None if args.weights else "clip_vitl16_384")
     if known_backbone:  # refuse bad sizes before loading (or synthesising) a 1.3 GB checkpoint
         for h, w in sizes:
@@ -108,9 +96,10 @@ def run(args) -> int:
     for h, w in sizes:
         check_size(encoder.config, h, w)
     modes = ["device", "end-to-end"] if args.mode == "both" else [args.mode]
-    report = run_benchmarks(encoder, args.backends, sizes, device=device, batch=args.batch,
-                            iterations=args.iterations, warmup=args.warmup, modes=modes,
-                            peak_tflops=args.peak_tflops, progress=not args.no_progress)
+    backends = args.backends or default_backends(device)
+    report = run_benchmarks(encoder, backends, sizes, device=device, batch=args.batch, iterations=args.iterations,
+                            warmup=args.warmup, modes=modes, peak_tflops=args.peak_tflops,
+                            progress=not args.no_progress, explicit=args.backends or ())
     if not report.results:
         raise LsegError("no backend could run:\n  " + format_skipped(report).replace("\n", "\n  "))
     for mode in modes:

@@ -1,6 +1,6 @@
 """`lseg-encoder build`: exported ONNX -> TensorRT / TensorRT-RTX engine + JSON sidecar, cached.
 
-Shapes are batch x height x width. `--static HxW` (or BxHxW, repeatable) builds one static engine
+Shapes are batch x height x width, written BxHxW. `--static BxHxW` (repeatable) builds one static engine
 per shape; `--profile MIN,OPT,MAX` (each BxHxW, repeatable) builds one dynamic engine with those
 optimisation profiles, e.g. `--profile 1x256x256,1x384x384,4x640x640`. With neither, one static
 engine at the ONNX's export size.
@@ -41,7 +41,7 @@ def register(sub) -> None:
                    help="TensorRT-RTX target, e.g. 8.9 (repeatable; default: its documented default set)")
     p.add_argument("--profile", action="append", metavar="MIN,OPT,MAX",
                    help="optimisation profile, each BxHxW (repeatable: one engine, several profiles)")
-    p.add_argument("--static", action="append", metavar="[Bx]HxW",
+    p.add_argument("--static", action="append", metavar="BxHxW",
                    help="static shape (repeatable: one engine each)")
     p.add_argument("--engine-cache",
                    help="engine cache folder (default: $LSEG_ENGINE_CACHE, else the user cache)")

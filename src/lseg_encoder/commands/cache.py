@@ -11,7 +11,7 @@ import os
 
 
 def register(sub) -> None:
-    from ..store.cache import KINDS
+    from ..store.inventory import KINDS
 
     kinds = ", ".join(f"{k} ({v})" for k, v in KINDS.items())
     p = sub.add_parser("cache", help="list the cached artefacts (checkpoints, ONNX, engines, ...) or clear them",
@@ -32,7 +32,8 @@ def size_text(nbytes: int) -> str:
 
 
 def run(args) -> int:
-    from ..store.cache import KINDS, cache_inventory, cache_root, clear_cache
+    from ..store.cache import cache_root
+    from ..store.inventory import KINDS, cache_inventory, clear_cache
 
     root = cache_root()
     source = "$LSEG_CACHE_DIR" if os.environ.get("LSEG_CACHE_DIR") else "user cache; set LSEG_CACHE_DIR to move it"

@@ -27,14 +27,60 @@ def resolve_weights(args) -> str:
     return str(default_synthetic_checkpoint(backbone))
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'480' or '320x480' -> (H, W)."""
+def _arg(parse):
+    """An argparse type from one of `sizes`' parsers: its message becomes the usage error."""
+    def convert(text: str):
+        from ..errors import InputSizeError
+
+        try:
+            return parse(text)
+        except InputSizeError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def add_size_arg(parser: argparse.ArgumentParser, default: str, help: str = "input size") -> None:
+    """The one spelling of a size: `--size N|HxW`."""
+    from ..sizes import parse_size
+
+    parser.add_argument("--size", type=_arg(parse_size), default=parse_size(default), metavar="N|HxW",
+                        help=f"{help}, N or HxW (default {default})")
+
+
+def add_sizes_arg(parser: argparse.ArgumentParser, default: list[str] | None, *aliases: str,
+                  help: str = "input sizes") -> None:
+    """The one spelling of a list of sizes: `--sizes N|HxW ...` (plus aliases kept for old scripts)."""
+    from ..sizes import parse_size
+
+    shown = " ".join(default) if default else "see below"
+    parser.add_argument("--sizes", *aliases, dest="sizes", nargs="+", type=_arg(parse_size), metavar="N|HxW",
+                        default=[parse_size(s) for s in default] if default else None,
+                        help=f"{help}, each N or HxW (default {shown})")
+
+
+def add_shape_arg(parser: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
+    """The one spelling of a static artefact's input shape: BxHxW."""
+    from ..sizes import parse_shape
+
+    parser.add_argument(*flags, type=_arg(parse_shape), metavar="BxHxW", **kwargs)
+
+
+def backend_list(text: str) -> list[str]:
+    """'torch,onnxruntime' -> names, each checked against the backend table."""
+    from ..backends import check_backends
+    from ..errors import LsegError
+
+    names = list(dict.fromkeys(n.strip() for n in text.replace(" ", ",").split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError("no backend given")
     try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}; use N or HxW") from None
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}; use N or HxW")
-    return parts[0], parts[1]
+        return check_backends(names)
+    except LsegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def say(msg: str) -> None:
+    """Progress lines go to stderr, so stdout carries only results."""
+    print(msg, file=sys.stderr, flush=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_weights_args, parse_size
+from .common import add_sizes_arg, add_weights_args, backend_list, say
 
 
 def register(sub) -> None:
+    from ..backends import BACKENDS
     from ..fidelity.tolerances import TOLERANCES
-    from ..runners import BACKENDS
 
     p = sub.add_parser("compare", help="compare feature files, backends, or two checkpoints (JSON + markdown + PNG)",
                        description=__doc__.split("\n\n")[0])
@@ -24,24 +24,19 @@ def register(sub) -> None:
                    help="tolerance row for two feature files (default fp32)")
     add_weights_args(p)
     p.add_argument("--weights-b", help="second checkpoint (the reference): cross-checkpoint mode, metrics only")
-    p.add_argument("--backends", default="torch,onnxruntime",
+    p.add_argument("--backends", type=backend_list, default=["torch", "onnxruntime"],
                    help="comma-separated backends; the first is the reference (default torch,onnxruntime)")
     p.add_argument("--backend", default="torch", choices=list(BACKENDS),
                    help="backend of cross-checkpoint mode (default torch)")
-    p.add_argument("--sizes", nargs="+", type=parse_size, default=[(384, 384)], metavar="N|HxW",
-                   help="input sizes (default 384)")
+    add_sizes_arg(p, ["384"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="reports/compare", help="output folder (default reports/compare)")
     p.set_defaults(func=run)
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def run(args) -> int:
     from ..errors import LsegError
-    from ..report import failure_lines, markdown_table, write_compare_report
+    from ..reports.compare import failure_lines, markdown_table, write_compare_report
 
     if args.files:
         if len(args.files) != 2:
@@ -53,8 +48,8 @@ def run(args) -> int:
         rows, skipped, meta = _backends_mode(args)
     paths = write_compare_report(rows, args.out, meta=meta, skipped=skipped)
     print(markdown_table(rows), end="")
-    for name, reason in skipped.items():
-        print(f"skipped {name}: {reason}")
+    for skip in skipped:
+        print(f"skipped {skip.line()}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     failures = failure_lines(rows)
     for line in failures:
@@ -63,51 +58,45 @@ def run(args) -> int:
 
 
 def _files_mode(args):
-    from ..report import compare_files, prompt_features
+    from ..suites.compare import compare_files, prompt_features
 
     text = prompt_features(args.weights) if args.weights else None
     row = compare_files(args.files[0], args.files[1], args.precision, text)
     meta = {"mode": "files", "candidate": args.files[0], "reference": args.files[1], "precision": args.precision}
-    return [row], {}, meta
+    return [row], [], meta
 
 
 def _checkpoints_mode(args):
     from pathlib import Path
 
-    from ..report import compare_checkpoints, prompt_features
+    from ..errors import LsegError
+    from ..suites.compare import compare_checkpoints, prompt_features
     from ..weights.checkpoint import load_encoder
 
     if not args.weights:
-        from ..errors import LsegError
-
         raise LsegError("--weights-b needs --weights (the candidate checkpoint)")
     enc_a = load_encoder(args.weights, backbone=args.backbone)
     enc_b = load_encoder(args.weights_b, backbone=args.backbone)
     names = (Path(args.weights).name, Path(args.weights_b).name)
     rows = compare_checkpoints(enc_a, enc_b, args.backend, args.sizes, device=args.device,
-                               text_features=prompt_features(args.weights_b), names=names, say=_say)
+                               text_features=prompt_features(args.weights_b), names=names, progress=say)
     meta = {"mode": "checkpoints", "backend": args.backend, "weights": args.weights, "weights_b": args.weights_b,
             "device": args.device}
-    return rows, {}, meta
+    return rows, [], meta
 
 
 def _backends_mode(args):
     from ..errors import LsegError
-    from ..report import compare_backends, prompt_features
-    from ..runners import BACKENDS
+    from ..suites.compare import compare_backends, prompt_features
     from ..weights.checkpoint import load_encoder
     from .common import resolve_weights
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise LsegError(f"unknown backend {unknown[0]!r}; known: {', '.join(BACKENDS)}")
-    if len(backends) < 2:
+    if len(args.backends) < 2:
         raise LsegError("--backends needs at least two backends (the first is the reference)")
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone)
-    rows, skipped = compare_backends(encoder, backends, args.sizes, device=args.device,
-                                     text_features=prompt_features(weights), say=_say)
-    meta = {"mode": "backends", "reference": backends[0], "weights": weights, "backbone": encoder.config.name,
+    rows, skipped = compare_backends(encoder, args.backends, args.sizes, device=args.device,
+                                     text_features=prompt_features(weights), progress=say)
+    meta = {"mode": "backends", "reference": args.backends[0], "weights": weights, "backbone": encoder.config.name,
             "synthetic_weights": bool(getattr(encoder, "synthetic", False)), "device": args.device}
     return rows, skipped, meta

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_weights_args, parse_size, resolve_weights
+from .common import add_shape_arg, add_size_arg, add_weights_args, resolve_weights
 
 
 def register(sub) -> None:
@@ -10,10 +10,8 @@ def register(sub) -> None:
     add_weights_args(p)
     p.add_argument("--output", help="output .onnx (default: models/onnx_engines/lseg_img_enc_<backbone>_<ckpt>.onnx)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
-    p.add_argument("--static", nargs=2, type=int, metavar=("H", "W"), help="static input size (default: dynamic)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of a static export (default 1)")
-    p.add_argument("--size", type=parse_size, default=(384, 384),
-                   help="trace/check size of a dynamic export, N or HxW (default 384)")
+    add_shape_arg(p, "--static", help="static input shape BxHxW, e.g. 1x384x384 (default: dynamic B, H, W)")
+    add_size_arg(p, "384", help="trace/check size of a dynamic export")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (17..23, default 18)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="skip the ONNX Runtime validation against PyTorch (on by default)")
@@ -21,17 +19,20 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export.onnx import default_onnx_path, export_onnx, sha256_file
+    from ..export.onnx import default_onnx_path
+    from ..loaders import export_validated
+    from ..store.fingerprint import sha256_file
     from ..weights.checkpoint import load_encoder
+    from .common import say
 
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone)
-    static = tuple(args.static) if args.static else None
+    batch, *size = args.static or (1, *args.size)
     ckpt_name = weights if args.weights else None
-    output = args.output or default_onnx_path(encoder.config.name, ckpt_name, args.precision, static)
-    export_onnx(
-        encoder, output, precision=args.precision, opset=args.opset, dynamic=static is None,
-        batch=args.batch, size=static or args.size, check=args.check, checkpoint_sha256=sha256_file(weights),
+    output = args.output or default_onnx_path(encoder.config.name, ckpt_name, args.precision, args.static)
+    export_validated(
+        encoder, output, precision=args.precision, opset=args.opset, dynamic=args.static is None,
+        batch=batch, size=tuple(size), check=args.check, checkpoint_sha256=sha256_file(weights), progress=say,
     )
     print(output)
     return 0

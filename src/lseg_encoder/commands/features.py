@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_weights_args, parse_size, resolve_weights
+from .common import add_size_arg, add_weights_args, resolve_weights
 
 
 def register(sub) -> None:
     p = sub.add_parser("features", help="extract (512, h, w) features of one image to .npy")
     add_weights_args(p)
     p.add_argument("--image", help="input image (default: the bundled sample image)")
-    p.add_argument("--size", type=parse_size, default=(480, 480), help="input size N or HxW (default 480)")
+    add_size_arg(p, "480")
     p.add_argument("--output", required=True, help="output .npy (float32, shape (512, h, w))")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)

@@ -5,16 +5,14 @@ The package runs from Python (`AOTIRunner`) and from C++ (`cpp/`, `lseg_cpp --ao
 
 from __future__ import annotations
 
-from .common import add_weights_args, resolve_weights
+from .common import add_shape_arg, add_weights_args, resolve_weights
 
 
 def register(sub) -> None:
     p = sub.add_parser("package-aoti", help="compile the encoder into an AOTInductor .pt2 package "
                        "(static size; for lseg_cpp and AOTIRunner)")
     add_weights_args(p)
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), required=True,
-                   help="static input size of the package")
-    p.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    add_shape_arg(p, "--static", required=True, help="static input shape of the package, BxHxW (e.g. 1x480x480)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="fp16: fp16 weights and compute, fp32 final normalisation; I/O stays float32")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -31,7 +29,8 @@ def run(args) -> int:
 
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone)
-    result = package_aoti(encoder, args.output, tuple(args.size), batch=args.batch, precision=args.precision,
+    batch, height, width = args.static
+    result = package_aoti(encoder, args.output, (height, width), batch=batch, precision=args.precision,
                           device=args.device)
     label = " (SYNTHETIC weights)" if encoder.synthetic else ""
     spec = result.spec

@@ -1,6 +1,6 @@
 """`lseg-encoder segment`: label-prompted segmentation of one image to a PNG plus a JSON.
 
-Runners come from `runners.make_runner(backend, ...)` (the shared backend registry), so every backend
+Runners come from `backends.make_runner(backend, ...)` (the one backend table), so every backend
 the project has (torch, ONNX Runtime, TensorRT, ...) segments through the same code.
 """
 
@@ -10,13 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_weights_args, parse_size, resolve_weights
+from .common import add_size_arg, add_weights_args, resolve_weights
 
 
 def make_runner(backend: str, weights: str, backbone: str | None = None, device: str = "cpu",
                 size: tuple[int, int] = (384, 384)):
-    """An inactive runner of any registered backend (`runners.BACKENDS`) for this checkpoint."""
-    from ..runners import make_runner as runner_for_backend
+    """An inactive runner of any registered backend (`backends.BACKENDS`) for this checkpoint."""
+    from ..backends import make_runner as runner_for_backend
     from ..weights.checkpoint import load_encoder
 
     return runner_for_backend(backend, load_encoder(weights, backbone=backbone), device=device, size=size)
@@ -26,8 +26,8 @@ def add_common_args(p) -> None:
     """Arguments shared by `segment` and `wordfree`."""
     add_weights_args(p)
     p.add_argument("--image", help="input image (default: the bundled sample image)")
-    p.add_argument("--size", type=parse_size, default=(384, 384), help="network input size N or HxW (default 384)")
-    from ..runners import BACKENDS
+    add_size_arg(p, "384", help="network input size")
+    from ..backends import BACKENDS
 
     p.add_argument("--backend", default="torch", choices=list(BACKENDS),
                    help="runner that computes the image features (default torch)")

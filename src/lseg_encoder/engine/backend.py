@@ -20,15 +20,48 @@ import importlib
 import re
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import BackendUnavailable
+
+if TYPE_CHECKING:  # the TensorRT 10.13 API as `tensorrt-stubs` describes it (scripts/trt_typecheck.py)
+    import tensorrt
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 _INSTALL_HINT = {
     "tensorrt": "pip install 'tensorrt>=10' (needs NVIDIA's download server and a CUDA GPU)",
     "tensorrt_rtx": "pip install tensorrt-rtx (or: pip install 'lseg-encoder[tensorrt-rtx]')",
 }
+
+
+class TensorRTApi(Protocol):
+    """The part of the TensorRT Python API this package calls, typed from the TensorRT 10.13 stubs.
+
+    Both flavours provide it (`tensorrt_rtx` mirrors `tensorrt`). Code reaches TensorRT only through
+    `TrtBackend.module` of this type, so mypy checks every class, enum member and method it names;
+    the assignment below checks that the real `tensorrt` module provides every member listed here.
+    APIs only TensorRT-RTX has (`ComputeCapability`, `get_engine_validity`) are not in the stubs:
+    they are probed with `getattr`/`hasattr`, and each direct call carries a narrow `type: ignore`.
+    """
+
+    Builder: type[tensorrt.Builder]
+    BuilderFlag: type[tensorrt.BuilderFlag]
+    IBuilderConfig: type[tensorrt.IBuilderConfig]
+    Dims: type[tensorrt.Dims]
+    ICudaEngine: type[tensorrt.ICudaEngine]
+    ILogger: type[tensorrt.ILogger]
+    IProgressMonitor: type[tensorrt.IProgressMonitor]
+    LayerInformationFormat: type[tensorrt.LayerInformationFormat]
+    MemoryPoolType: type[tensorrt.MemoryPoolType]
+    NetworkDefinitionCreationFlag: type[tensorrt.NetworkDefinitionCreationFlag]
+    OnnxParser: type[tensorrt.OnnxParser]
+    ProfilingVerbosity: type[tensorrt.ProfilingVerbosity]
+    Runtime: type[tensorrt.Runtime]
+    TensorIOMode: type[tensorrt.TensorIOMode]
+
+
+if TYPE_CHECKING:
+    _STUBS_PROVIDE_THE_API: TensorRTApi = tensorrt
 
 
 @dataclass
@@ -56,7 +89,7 @@ class TrtBackend:
 
     flavour: str
     version: str
-    module: ModuleType = field(repr=False, compare=False)
+    module: TensorRTApi = field(repr=False, compare=False)
 
     def __str__(self) -> str:
         return f"{self.flavour} {self.version}"
@@ -109,7 +142,8 @@ class TrtBackend:
 
     def compute_capability_member(self, cc: str) -> Any:
         major, minor = cc.split(".")
-        return getattr(self.module.ComputeCapability, f"SM{major}{minor}")
+        enum = self.module.ComputeCapability  # type: ignore[attr-defined]  # TensorRT-RTX only, not in the stubs
+        return getattr(enum, f"SM{major}{minor}")
 
     @property
     def builds_without_gpu(self) -> bool:
@@ -130,17 +164,20 @@ class TrtBackend:
             self.module.IBuilderConfig, "progress_monitor")
 
     # logger ---------------------------------------------------------------------------------------
-    def make_logger(self, capture: CapturedLog, min_severity: str = "INFO"):
+    def make_logger(self, capture: CapturedLog, min_severity: str = "INFO") -> tensorrt.ILogger:
         """An ILogger subclass instance that records messages at `min_severity` or worse."""
-        trt = self.module
+        if TYPE_CHECKING:
+            from tensorrt import ILogger
+        else:
+            ILogger = self.module.ILogger  # this flavour's class: a base class must be the runtime's own
         order = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
         limit = order.index(min_severity)
 
-        class _Logger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
+        class _Logger(ILogger):
+            def __init__(self) -> None:
+                ILogger.__init__(self)
 
-            def log(self, severity, msg):  # called by TensorRT, possibly from its own threads
+            def log(self, severity: tensorrt.ILogger.Severity, msg: str) -> None:  # possibly from TensorRT's threads
                 name = getattr(severity, "name", str(severity))
                 if name in order and order.index(name) <= limit:
                     capture.messages.append((name, msg))
@@ -148,13 +185,31 @@ class TrtBackend:
         return _Logger()
 
 
+def dims(shape: tensorrt.Dims) -> list[int]:
+    """A TensorRT `Dims` as ints (the API documents indexing and `len` on Dims, not iteration)."""
+    return [int(shape[i]) for i in range(len(shape))]
+
+
 def _import(flavour: str) -> ModuleType:
+    """Import `flavour` and check it is the real runtime, not a package that only shares its name.
+
+    `pip install tensorrt-stubs` creates a `tensorrt` namespace package holding only `.pyi` files:
+    it imports, but has no API. Such a module is refused here so that `load_backend()` falls through
+    to the next flavour instead of reporting "tensorrt unknown".
+    """
     try:
-        return importlib.import_module(flavour)
+        module = importlib.import_module(flavour)
     except Exception as exc:  # a broken install raises more than ImportError (OSError from libs, ...)
         raise BackendUnavailable(
             f"`import {flavour}` failed ({type(exc).__name__}: {exc}); install it: {_INSTALL_HINT[flavour]}"
         ) from None
+    missing = [name for name in ("__version__", "Builder") if not hasattr(module, name)]
+    if missing:
+        where = getattr(module, "__file__", None) or ", ".join(getattr(module, "__path__", [])) or "?"
+        raise BackendUnavailable(
+            f"`import {flavour}` found {where}, which lacks TensorRT's API ({' and '.join(missing)}; "
+            f"a type-stubs-only package such as tensorrt-stubs?); install it: {_INSTALL_HINT[flavour]}")
+    return module
 
 
 def load_backend(name: str | None = None) -> TrtBackend:
@@ -171,8 +226,8 @@ def load_backend(name: str | None = None) -> TrtBackend:
         except BackendUnavailable as exc:
             reasons.append(str(exc))
             continue
-        version = str(getattr(module, "__version__", "unknown"))
-        return TrtBackend(flavour, version, module)
+        # _import checked the API is there; the stubs are the type of what it found
+        return TrtBackend(flavour, str(module.__version__), cast(TensorRTApi, module))
     raise BackendUnavailable("no TensorRT backend is importable: " + "; ".join(reasons))
 
 

@@ -20,14 +20,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import BackendUnavailable, EngineError
 from ..store.atomic import atomic_path, ensure_writable_parent
-from .backend import CapturedLog, TrtBackend, cuda_available, current_compute_capability, load_backend
+from .backend import CapturedLog, TrtBackend, cuda_available, current_compute_capability, dims, load_backend
 from .cache import EngineCache, cache_key
 from .options import BuildOptions, Profile, ShapeSpec, default_engine_name, parse_shape
 from .sidecar import EngineMetadata, sha256_bytes, sha256_file, sidecar_path
+
+if TYPE_CHECKING:  # the TensorRT 10.13 API (tensorrt-stubs), for the objects the builder hands back
+    import tensorrt
 
 Report = Callable[[str], None]
 
@@ -214,9 +218,9 @@ def coerce_spec(spec) -> ShapeSpec:
         return ShapeSpec((spec,))
     if isinstance(spec, str):
         return ShapeSpec.dynamic(spec) if "," in spec else ShapeSpec.static(*parse_shape(spec))
-    if isinstance(spec, tuple | list) and len(spec) in (2, 3) and all(isinstance(v, int) for v in spec):
-        return ShapeSpec.static(*((1, *spec) if len(spec) == 2 else spec))
-    raise EngineError(f"bad engine shape spec {spec!r}; use ShapeSpec, 'HxW', 'BxHxW' or 'MIN,OPT,MAX'")
+    if isinstance(spec, tuple | list) and len(spec) == 3 and all(isinstance(v, int) for v in spec):
+        return ShapeSpec.static(*spec)
+    raise EngineError(f"bad engine shape spec {spec!r}; use ShapeSpec, 'BxHxW' or 'MIN,OPT,MAX'")
 
 
 def rebuild_command(onnx_path: Path, spec: ShapeSpec, options: BuildOptions, flavour: str) -> str:
@@ -293,9 +297,10 @@ def build_engine(onnx_path: str | Path, spec=None, options: BuildOptions | None 
     store = EngineCache(cache_dir)
     engine_file, _ = store.files(key, name)
     with store.locked(key, say):
-        meta = store.lookup(key, name, trt, say)
-        hit = meta is not None
-        if hit:
+        cached = store.lookup(key, name, trt, say)
+        hit = cached is not None
+        if cached is not None:
+            meta = cached
             say(f"cache hit: {engine_file} (key {key[:16]}, built {meta.build['time_utc']} in "
                 f"{meta.build['seconds']:.1f} s)")
         else:
@@ -363,7 +368,8 @@ def _parse_only(trt: TrtBackend, onnx_path: Path) -> None:
     _parse_into(trt, builder, logger, onnx_path, log, 0)
 
 
-def _parse_into(trt: TrtBackend, builder, logger, onnx_path: Path, log: CapturedLog, net_flags: int):
+def _parse_into(trt: TrtBackend, builder: tensorrt.Builder, logger: tensorrt.ILogger, onnx_path: Path,
+                log: CapturedLog, net_flags: int) -> tuple[tensorrt.INetworkDefinition, tensorrt.OnnxParser]:
     network = builder.create_network(net_flags)
     parser = trt.module.OnnxParser(network, logger)
     ok = parser.parse_from_file(str(onnx_path))
@@ -381,14 +387,14 @@ def _parse_into(trt: TrtBackend, builder, logger, onnx_path: Path, log: Captured
     return network, parser
 
 
-def _io(network) -> list[dict]:
+def _io(network: tensorrt.INetworkDefinition) -> list[dict]:
     rows = []
     for mode, count, get in (("input", network.num_inputs, network.get_input),
                              ("output", network.num_outputs, network.get_output)):
         for i in range(count):
             t = get(i)
             rows.append({"name": t.name, "mode": mode, "dtype": _DTYPE_NAMES.get(t.dtype.name, t.dtype.name),
-                         "shape": [int(d) for d in t.shape]})
+                         "shape": dims(t.shape)})
     return rows
 
 
@@ -418,34 +424,40 @@ class _Progress:
     """Top-level build phases with elapsed times, from TensorRT's IProgressMonitor callbacks."""
 
     def __init__(self, say: Report):
-        self.say, self.t0, self.started, self.depth, self.phases = say, time.perf_counter(), {}, {}, {}
+        self.say, self.t0 = say, time.perf_counter()
+        self.started: dict[str, float] = {}
+        self.depth: dict[str, int] = {}
+        self.phases: dict[str, float] = {}
 
-    def start(self, name, parent, steps):
+    def start(self, name: str, parent: str | None, steps: int) -> None:
         self.depth[name] = 0 if parent is None else self.depth.get(parent, 0) + 1
         self.started[name] = time.perf_counter()
         if self.depth[name] <= 1:
             indent = "  " * self.depth[name]
             self.say(f"  [{time.perf_counter() - self.t0:6.1f} s] {indent}{name} ({steps} steps)")
 
-    def finish(self, name):
+    def finish(self, name: str) -> None:
         if name in self.started and self.depth.get(name, 9) <= 1:
             self.phases[name] = round(time.perf_counter() - self.started[name], 3)
 
 
-def _monitor(trt: TrtBackend, progress: _Progress):
-    base = trt.module.IProgressMonitor
+def _monitor(trt: TrtBackend, progress: _Progress) -> tensorrt.IProgressMonitor:
+    if TYPE_CHECKING:
+        from tensorrt import IProgressMonitor
+    else:
+        IProgressMonitor = trt.module.IProgressMonitor  # this flavour's class: the base must be the runtime's
 
-    class _Monitor(base):
-        def __init__(self):
-            base.__init__(self)
+    class _Monitor(IProgressMonitor):
+        def __init__(self) -> None:
+            IProgressMonitor.__init__(self)
 
-        def phase_start(self, phase_name, parent_phase, num_steps):
-            progress.start(phase_name, parent_phase, num_steps)
+        def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
+            progress.start(phase_name, parent_phase, num_steps)  # parent_phase is None for top-level phases
 
-        def phase_finish(self, phase_name):
+        def phase_finish(self, phase_name: str) -> None:
             progress.finish(phase_name)
 
-        def step_complete(self, phase_name, step):
+        def step_complete(self, phase_name: str, step: int) -> bool:
             return True
 
     return _Monitor()
@@ -493,10 +505,12 @@ def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptio
             raise EngineError(f"{trt} rejected tactic sources {','.join(plan.tactic_sources)}")
     if plan.optimization_level is not None:
         config.builder_optimization_level = int(plan.optimization_level)
-    if plan.compute_capabilities is not None:
-        config.num_compute_capabilities = len(plan.compute_capabilities)
+    if plan.compute_capabilities is not None:  # TensorRT-RTX only (resolve_options refuses it elsewhere)
+        config.num_compute_capabilities = len(  # type: ignore[attr-defined]  # RTX API, not in the stubs
+            plan.compute_capabilities)
         for i, cc in enumerate(plan.compute_capabilities):
-            config.set_compute_capability(trt.compute_capability_member(cc), i)
+            config.set_compute_capability(  # type: ignore[attr-defined]  # RTX API, not in the stubs
+                trt.compute_capability_member(cc), i)
     if hasattr(config, "profiling_verbosity"):
         config.profiling_verbosity = m.ProfilingVerbosity.DETAILED  # layer info for IEngineInspector
     readback = []
@@ -510,10 +524,10 @@ def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptio
                     f"{input_name!r} is {tuple(declared)} ({'; '.join(bad)}); export a dynamic ONNX or build "
                     "at the ONNX's own shape")
         prof = builder.create_optimization_profile()
-        prof.set_shape(input_name, *profile.input_shapes())
+        prof.set_shape(input_name, *(m.Dims(list(shape)) for shape in profile.input_shapes()))
         if config.add_optimization_profile(prof) < 0:
             raise EngineError(f"{trt} rejected profile {profile}: {'; '.join(log.errors()) or 'invalid'}")
-        got = [[int(v) for v in dims] for dims in prof.get_shape(input_name)]
+        got = [dims(shape) for shape in prof.get_shape(input_name)]
         want = [list(s) for s in profile.input_shapes()]
         if got != want:
             raise EngineError(f"{trt} read profile {profile} back as {got}, set as {want}")
@@ -573,18 +587,21 @@ def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptio
     return meta
 
 
-def _config_read_back(trt: TrtBackend, config, plan: BuildPlan, options: BuildOptions) -> dict:
+def _config_read_back(trt: TrtBackend, config: tensorrt.IBuilderConfig, plan: BuildPlan,
+                      options: BuildOptions) -> dict:
     """Read every option back from the builder config; an option that did not stick is an error."""
     m = trt.module
     flags = [f for f in plan.builder_flags if config.get_flag(getattr(m.BuilderFlag, f))]
     tactics = int(config.get_tactic_sources()) if hasattr(config, "get_tactic_sources") else None
-    out = {"builder_flags": flags,
+    out: dict[str, Any] = {"builder_flags": flags,
            "workspace": int(config.get_memory_pool_limit(m.MemoryPoolType.WORKSPACE)),
            "tactic_sources_mask": tactics,
            "optimization_level": getattr(config, "builder_optimization_level", None)}
     if trt.has_compute_capability_targets:
+        count = config.num_compute_capabilities  # type: ignore[attr-defined]  # RTX API, not in the stubs
         out["compute_capabilities"] = [
-            str(config.get_compute_capability(i).name) for i in range(config.num_compute_capabilities)]
+            str(config.get_compute_capability(i).name)  # type: ignore[attr-defined]  # RTX API, not in the stubs
+            for i in range(count)]
     problems = []
     if flags != plan.builder_flags:
         problems.append(f"flags {sorted(set(plan.builder_flags) - set(flags))} did not stick")
@@ -606,7 +623,7 @@ def _sparsity_report(trt: TrtBackend, data: bytes, options: BuildOptions, log: C
     LSeg weights are dense, so SPARSE_WEIGHTS is expected to change nothing; this reports what
     TensorRT did rather than implying a speed-up.
     """
-    out = {"requested": options.sparse, "layers_total": None, "layers_sparse": None, "log": []}
+    out: dict[str, Any] = {"requested": options.sparse, "layers_total": None, "layers_sparse": None, "log": []}
     out["log"] = [msg for msg in log.at_least("INFO")
                   if "(Sparsity)" in msg or "sparse implementation" in msg]
     counts, why_not = inspect_layers(trt, data)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EngineError
+from ..sizes import parse_shape
 
 Shape3 = tuple[int, int, int]  # (batch, height, width)
 
@@ -34,30 +35,13 @@ def parse_bytes(text: str | int) -> int:
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS:
             raise EngineError(f"bad size {text!r}; use bytes or a KiB/MiB/GiB suffix, e.g. 4GiB or 512MiB")
-        value = float(m.group(1)) * _UNITS[unit]
-        if value != int(value):
+        exact = float(m.group(1)) * _UNITS[unit]
+        if exact != int(exact):
             raise EngineError(f"bad size {text!r}: not a whole number of bytes")
-        value = int(value)
+        value = int(exact)
     if value <= 0:
         raise EngineError(f"workspace must be positive, got {text!r}")
     return value
-
-
-def parse_shape(text: str) -> Shape3:
-    """'2x384x384' or '2x3x384x384' -> (2, 384, 384); 'HxW' -> (1, H, W)."""
-    try:
-        parts = [int(p) for p in text.strip().lower().split("x")]
-    except ValueError:
-        raise EngineError(f"bad shape {text!r}; use HxW, BxHxW or Bx3xHxW") from None
-    if len(parts) == 4:
-        if parts[1] != 3:
-            raise EngineError(f"bad shape {text!r}: the encoder input has 3 channels")
-        parts = [parts[0], parts[2], parts[3]]
-    elif len(parts) == 2:
-        parts = [1, *parts]
-    if len(parts) != 3 or min(parts) <= 0:
-        raise EngineError(f"bad shape {text!r}; use HxW, BxHxW or Bx3xHxW with positive numbers")
-    return parts[0], parts[1], parts[2]
 
 
 @dataclass(frozen=True)

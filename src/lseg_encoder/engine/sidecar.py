@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import EngineError
-from ..store.artifacts import sha256_file  # noqa: F401  (re-exported)
 from ..store.atomic import atomic_path
+from ..store.fingerprint import sha256_file  # noqa: F401  (re-exported)
 
 SCHEMA = "lseg-encoder.engine-sidecar"
 SCHEMA_VERSION = 1

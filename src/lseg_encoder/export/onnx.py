@@ -8,44 +8,45 @@ torch 2.11 (GPU machine) and 2.13 (CI).
 
 fp16 graph: weights, convs and matmuls in fp16; LayerNorm (fp32 `LayerNormalization`), the
 attention softmax and the final L2 normalisation in fp32 through explicit casts; I/O stays fp32.
-That is what strongly typed TensorRT (11, RTX) builds as written. `fp16_islands=False` exists only
-to build the deliberately broken variant the fidelity tests must catch.
+That is what strongly typed TensorRT (11, RTX) builds as written.
 
-The file is written to a temp path, validated with ONNX Runtime (`check=True`), and only then
-renamed into place, so a failed export or validation leaves nothing behind.
+The file is written to a temp path, checked by the caller's `validate` hook (ONNX Runtime against
+PyTorch, from `loaders`), and only then renamed into place, so a failed export or validation leaves
+nothing behind. This module is a pure exporter: it never imports a runner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..configs import EncoderConfig
 from ..errors import ExportError
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder
 from ..sizes import check_size, round_to_valid
-from ..store.artifacts import sha256_file  # noqa: F401  (re-exported)
 from ..store.atomic import atomic_path, ensure_writable_parent
+from .metadata import INPUT_NAME, OUTPUT_NAME, onnx_metadata
 
 MIN_OPSET, MAX_OPSET = 17, 23
-PRODUCER = "lseg-encoder"
-INPUT_NAME, OUTPUT_NAME = "image", "features"
 TWO_GB = 2**31
 
 
-def prepare_for_export(encoder: LSegEncoder, precision: str, fp16_islands: bool = True) -> LowPrecisionEncoder:
-    """fp32 I/O wrapper; the attention softmax is spelled out so that its fp32 cast is in the graph."""
+def prepare_for_export(encoder: LSegEncoder, precision: str) -> LowPrecisionEncoder:
+    """fp32 I/O wrapper (a copy: the caller's module is left as it is); the attention softmax is
+    spelled out so that its fp32 cast is in the graph."""
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
-    return LowPrecisionEncoder(encoder, dtype, islands=fp16_islands, explicit_softmax=True).eval()
+    return LowPrecisionEncoder(encoder, dtype, explicit_softmax=True).eval()
+
+
+Validator = Callable[[Path, list[tuple[int, int]], int], list]  # (onnx file, sizes, batch) -> verdicts
 
 
 @dataclass
@@ -62,46 +63,28 @@ class ExportResult:
 
 
 def default_onnx_path(backbone: str, checkpoint: str | Path | None, precision: str = "fp32",
-                      static: tuple[int, int] | None = None) -> Path:
-    """`models/onnx_engines/lseg_img_enc_<backbone>_<ckpt-stem>[_fp16][_static<H>x<W>].onnx`."""
+                      static: tuple[int, int, int] | None = None) -> Path:
+    """`models/onnx_engines/lseg_img_enc_<backbone>_<ckpt-stem>[_fp16][_static<B>x<H>x<W>].onnx`."""
     stem = Path(checkpoint).stem if checkpoint else "synthetic"
     name = f"lseg_img_enc_{backbone}_{stem}"
     if precision != "fp32":
         name += f"_{precision}"
     if static:
-        name += f"_static{static[0]}x{static[1]}"
+        name += "_static" + "x".join(map(str, static))
     return Path("models") / "onnx_engines" / f"{name}.onnx"
-
-
-def _metadata(config: EncoderConfig, precision: str, opset: int, dynamic: bool, size, batch,
-              checkpoint_sha256: str | None, synthetic: bool) -> dict[str, str]:
-    mean, std = config.mean_std
-    return {
-        "producer": PRODUCER,
-        "lseg_encoder_version": __version__,
-        "backbone": config.name,
-        "checkpoint_sha256": checkpoint_sha256 or "unknown",
-        "synthetic_weights": str(bool(synthetic)).lower(),
-        "precision": precision,
-        "opset": str(opset),
-        "dynamic": str(dynamic).lower(),
-        "export_size": f"{size[0]}x{size[1]}",
-        "export_batch": str(batch),
-        "input_normalisation": f"(rgb/255 - mean) / std, mean={list(mean)}, std={list(std)}",
-        "output": "L2-normalised features (B, 512, h, w), float32",
-        "output_stride": "2 (features at H/2 x W/2 of the patch-aligned input)",
-        "valid_sizes": config.size_rule(),
-        "torch_version": torch.__version__,
-    }
 
 
 def export_onnx(
     encoder: LSegEncoder, path: str | Path, *, precision: str = "fp32", opset: int = 18,
-    dynamic: bool = True, batch: int = 1, size: tuple[int, int] = (384, 384), check: bool = True,
-    check_size_other: tuple[int, int] | None = None, checkpoint_sha256: str | None = None,
-    fp16_islands: bool = True, verbose: bool = True,
+    dynamic: bool = True, batch: int = 1, size: tuple[int, int] = (384, 384),
+    checkpoint_sha256: str | None = None, validate: Validator | None = None,
+    check_sizes: list[tuple[int, int]] | None = None, progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
-    """Export `encoder` to `path` (atomically), optionally validated with ONNX Runtime on CPU."""
+    """Export `encoder` to `path` (atomically).
+
+    `validate(tmp_path, sizes, batch)` runs on the written file before it is renamed into place and
+    raises to refuse it (`loaders.export_validated` passes an ONNX Runtime check); this module runs no
+    backend itself. Default check sizes: the export size and a second, non-square one."""
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"unsupported precision {precision!r}; use fp32 or fp16")
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -116,9 +99,9 @@ def export_onnx(
     if path.suffix != ".onnx":
         raise ExportError(f"{path}: output must end in .onnx")
     ensure_writable_parent(path)
-    log = (lambda msg: print(msg, file=sys.stderr)) if verbose else (lambda msg: None)
+    log = progress or (lambda msg: None)
 
-    wrapper = prepare_for_export(encoder, precision, fp16_islands)
+    wrapper = prepare_for_export(encoder, precision)
     # torch.export specialises a dimension whose example value is 1, so trace dynamic graphs at 2.
     example = torch.rand(max(batch, 2) if dynamic else batch, 3, *size) * 2 - 1
     dynamic_shapes = None
@@ -144,7 +127,7 @@ def export_onnx(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"torch.onnx.export failed: {first[:300]}") from exc
     model_proto = program.model_proto
-    meta = _metadata(config, precision, opset, dynamic, size, batch, checkpoint_sha256,
+    meta = onnx_metadata(config, precision, opset, dynamic, size, batch, checkpoint_sha256,
                      getattr(encoder, "synthetic", False))
     del model_proto.metadata_props[:]
     for key, value in meta.items():
@@ -156,10 +139,9 @@ def export_onnx(
     with atomic_path(path, expected_bytes=nbytes) as tmp:
         _save(model_proto, tmp, path, external)
         _full_check(tmp)
-        if check:
-            other = check_size_other or _other_size(config, size)
-            sizes = [size] if not dynamic else [size, other]
-            checks = validate_onnx(tmp, encoder, precision, sizes, batch if not dynamic else 1, log)
+        if validate is not None:
+            sizes = check_sizes or ([size] if not dynamic else [size, _other_size(config, size)])
+            checks = validate(tmp, sizes, batch if not dynamic else 1)
         if external:
             _move_external_data(tmp, path)
     seconds = time.perf_counter() - start
@@ -222,42 +204,3 @@ def _other_size(config: EncoderConfig, size: tuple[int, int]) -> tuple[int, int]
     h = round_to_valid(config, max(config.stride * 2, size[0] - 2 * config.stride * 2))
     w = round_to_valid(config, size[1] + 2 * config.stride)
     return h, w
-
-
-def validate_onnx(path: Path, encoder: LSegEncoder, precision: str, sizes, batch: int, log) -> list:
-    """Run ONNX Runtime (CPU) and PyTorch fp32 at `sizes`; raise ExportError past tolerance."""
-    from ..fidelity.metrics import check, feature_metrics
-    from ..runners.onnxruntime_runner import OnnxRuntimeRunner
-
-    verdicts = []
-    runner = OnnxRuntimeRunner(path, providers=["CPUExecutionProvider"], allow_foreign=False)
-    reference_model = encoder.float().eval()
-    with runner:
-        for h, w in sizes:
-            x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(h * 10007 + w)) * 2 - 1
-            with torch.inference_mode():
-                ref = reference_model(x)
-            got = runner.infer(x)
-            verdict = check(feature_metrics(got, ref), precision)
-            log(f"  check {h}x{w}: {verdict}")
-            verdicts.append(verdict)
-            if not verdict:
-                raise ExportError(f"ONNX Runtime output at {h}x{w} is not faithful to PyTorch: "
-                                  + "; ".join(verdict.failures))
-    return verdicts
-
-
-def cached_onnx(encoder: LSegEncoder, *, precision: str = "fp32", dynamic: bool = True,
-                size: tuple[int, int] = (384, 384), batch: int = 1, opset: int = 18, check: bool = True,
-                fp16_islands: bool = True, verbose: bool = False) -> Path:
-    """The ONNX file for these settings from the artefact cache, exported (and validated) once."""
-    from ..store.artifacts import cached_artifact, weights_fingerprint
-
-    key = {"weights": weights_fingerprint(encoder), "backbone": encoder.config.name, "precision": precision,
-           "dynamic": dynamic, "size": None if dynamic else list(size), "trace_size": list(size),
-           "batch": batch, "opset": opset, "fp16_islands": fp16_islands, "torch": torch.__version__,
-           "lseg_encoder": __version__}
-    return cached_artifact(
-        "onnx", key, lambda tmp: export_onnx(encoder, tmp, precision=precision, dynamic=dynamic, size=size,
-                                             batch=batch, opset=opset, check=check, fp16_islands=fp16_islands,
-                                             verbose=verbose), suffix=".onnx")

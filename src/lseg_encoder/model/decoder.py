@@ -33,13 +33,12 @@ class FusionBlock(nn.Module):
             self.resConfUnit1 = ResidualConvUnit(ch)
         self.resConfUnit2 = ResidualConvUnit(ch)
         self.out_conv = nn.Conv2d(ch, ch, 1)
-        self.align_corners = True  # the official value; False exists only for broken-on-purpose tests
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if skip is not None:
             x = x + self.resConfUnit1(skip)
         x = self.resConfUnit2(x)
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=self.align_corners)
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
         return self.out_conv(x)
 
 

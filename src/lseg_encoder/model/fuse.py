@@ -49,6 +49,28 @@ def fold_batchnorm(encoder: LSegEncoder) -> LSegEncoder:
     return model
 
 
+def placed(encoder: LSegEncoder, device, dtype: torch.dtype = torch.float32) -> LSegEncoder:
+    """`encoder` in eval mode on `device` in `dtype`: the module itself when it is already there,
+    otherwise a copy, so runners and exporters never move or cast the caller's module."""
+    device = torch.device(device)
+    first = next(encoder.parameters())
+    here = first.device.type == device.type and (device.index is None or first.device == device)
+    if here and first.dtype == dtype and not encoder.training:
+        return encoder
+    copy_ = copy.deepcopy(encoder) if first.device.type == "cpu" else _cpu_copy(encoder)
+    return copy_.to(device, dtype).eval()
+
+
+def _cpu_copy(encoder: LSegEncoder) -> LSegEncoder:
+    """A deep copy without a second device-resident copy of the weights on the way."""
+    from .encoder import build_encoder
+
+    clone = build_encoder(encoder.config)
+    clone.load_state_dict({k: v.cpu() for k, v in encoder.state_dict().items()})
+    clone.__dict__.update({k: v for k, v in encoder.__dict__.items() if k in ("synthetic", "source")})
+    return clone
+
+
 class LowPrecisionEncoder(nn.Module):
     """fp32 image in -> encoder in `dtype` with fp32 islands -> fp32 unit-norm features out.
 
@@ -57,20 +79,17 @@ class LowPrecisionEncoder(nn.Module):
     kernels accumulate the softmax in fp32 already).
     """
 
-    def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, islands: bool = True,
-                 explicit_softmax: bool = False):
+    def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, explicit_softmax: bool = False):
         super().__init__()
         model = copy.deepcopy(encoder).float().eval()
         if dtype != torch.float32:
             model = model.to(dtype)
             for module in model.modules():
-                if isinstance(module, LayerNorm32) and islands:
+                if isinstance(module, LayerNorm32):
                     module.float()
         for module in model.modules():
             if isinstance(module, Attention):
-                module.explicit_fp32_softmax = explicit_softmax and islands
-            if isinstance(module, LayerNorm32) and not islands:
-                module.forward = _plain_layer_norm(module)  # broken-on-purpose variant for tests
+                module.explicit_fp32_softmax = explicit_softmax
         self.encoder = model
         self.config = encoder.config
         self.dtype = dtype
@@ -78,10 +97,3 @@ class LowPrecisionEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         head = self.encoder.forward_head(image.to(self.dtype))
         return normalize_channels(head.float())
-
-
-def _plain_layer_norm(module: nn.LayerNorm):
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
-
-    return forward

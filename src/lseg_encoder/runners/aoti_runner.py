@@ -9,19 +9,15 @@ with `torch._inductor.aoti_load_package`, after checking that this machine can r
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from pathlib import Path
 
 import torch
 
 from ..configs import get_config
 from ..errors import BackendUnavailable
-from ..export.aoti import (
-    INPUT_NAME,
-    AOTIPackageSpec,
-    PackageError,
-    package_unavailable_reason,
-    read_package_metadata,
-)
+from ..export.metadata import INPUT_NAME, AOTIPackageSpec, PackageError, read_package_metadata
 from .base import InputSpec, Runner
 
 
@@ -67,10 +63,27 @@ class AOTIRunner(Runner):
         return self.model(x.to(self.device, non_blocking=True).contiguous())
 
 
-def runner_for_encoder(encoder, *, precision: str = "fp16", size: tuple[int, int] = (384, 384), batch: int = 1,
-                       device: str | torch.device = "cpu") -> AOTIRunner:
-    """A runner over the cached AOTInductor package of `encoder` at (batch, *size), compiled on first use."""
-    from ..export.aoti import cached_aoti_package
-
-    device_type = torch.device(device).type
-    return AOTIRunner(cached_aoti_package(encoder, size, batch, precision, device_type))
+def package_unavailable_reason(meta: dict[str, str]) -> str | None:
+    """Why a package with this metadata cannot run on this machine, or None if it can."""
+    device = meta.get("AOTI_DEVICE_KEY", meta.get("lseg.device", "cpu"))
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            return ("the package was compiled for CUDA but torch.cuda.is_available() is False on this "
+                    "machine; package it with --device cpu here")
+        want = meta.get("AOTI_COMPUTE_CAPABILITY", "")
+        major, minor = torch.cuda.get_device_capability()
+        if want and want != f"{major}{minor}":
+            return (f"the package was compiled for compute capability {want}, this GPU is {major}{minor}; "
+                    "re-package it on this machine")
+    elif device != "cpu":
+        return f"the package targets device {device!r}; this runner supports cpu and cuda"
+    plat, machine = meta.get("AOTI_PLATFORM"), meta.get("AOTI_MACHINE")
+    if plat and plat != sys.platform:
+        return f"the package was compiled for platform {plat}, this is {sys.platform}"
+    if machine and machine != platform.machine():
+        return f"the package was compiled for {machine}, this machine is {platform.machine()}"
+    isa = meta.get("AOTI_CPU_ISA", "")
+    here = torch.backends.cpu.get_cpu_capability()
+    if device == "cpu" and "AVX512" in isa.split() and "AVX512" not in here:
+        return f"the package's CPU kernels use {isa}, this CPU supports only {here}; re-package it here"
+    return None

@@ -60,14 +60,15 @@ class CompiledRunner(TorchRunner):
         fn = self._compiled.get(key)
         if fn is None:
             # every bucket is a new specialisation of the same forward: lift dynamo's recompile cap
-            dynamo_config = torch._dynamo.config
-            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 8 * (len(self._compiled) + 2))
-            dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit, 1024)
+            # for this compile only (a scoped patch, not a process-wide setting)
+            limits = {"recompile_limit": max(torch._dynamo.config.recompile_limit, 8 * (len(self._compiled) + 2)),
+                      "accumulated_recompile_limit": max(torch._dynamo.config.accumulated_recompile_limit, 1024)}
             # dynamic=False: one specialised graph per bucket, no recompiles on shape guards
             fn = torch.compile(self.model, mode=self.mode, dynamic=False, fullgraph=True)
             t0 = time.perf_counter()
             # freezing: weights become constants, so Inductor folds them (BN, casts) and picks conv layouts
-            with torch.inference_mode(), torch._inductor.config.patch(freezing=self.freezing):
+            with torch.inference_mode(), torch._dynamo.config.patch(**limits), \
+                    torch._inductor.config.patch(freezing=self.freezing):
                 for _ in range(3):  # compile, then let CUDA-graph trees record and warm
                     fn(x)
             self.synchronize()

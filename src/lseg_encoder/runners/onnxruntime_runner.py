@@ -9,35 +9,10 @@ import torch
 
 from ..configs import get_config
 from ..errors import BackendUnavailable, ExportError
+from ..export.metadata import check_ours, read_onnx_metadata
 from .base import InputSpec, Runner
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """metadata_props of an ONNX file (graph only, no weights loaded); ExportError if unreadable."""
-    try:
-        import onnx
-    except ImportError:
-        raise BackendUnavailable("the onnx package is not installed: pip install 'lseg-encoder[onnx]'") from None
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: ONNX file not found")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise ExportError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
-    if not model.graph.node:
-        raise ExportError(f"{path}: not a readable ONNX model (empty graph)")
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def check_ours(path: str | Path, meta: dict[str, str]) -> None:
-    from ..export.onnx import PRODUCER
-
-    if meta.get("producer") != PRODUCER or "backbone" not in meta:
-        raise ExportError(f"{path}: not an lseg-encoder ONNX export (no producer/backbone metadata); "
-                          "re-export it with `lseg-encoder export`")
 
 
 class OnnxRuntimeRunner(Runner):

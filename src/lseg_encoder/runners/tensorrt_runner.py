@@ -17,22 +17,49 @@ H100's compute capability 9.0). See docs/tensorrt.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..configs import get_config
-from ..engine.backend import CapturedLog, cuda_available, current_compute_capability, load_backend
+from ..engine.backend import CapturedLog, TrtBackend, cuda_available, current_compute_capability, dims, load_backend
 from ..engine.options import Profile
 from ..engine.sidecar import EngineMetadata, sidecar_path, verify_engine
 from ..errors import BackendUnavailable, EngineError, InputSizeError, LsegError
 from .base import InputSpec, Runner
+
+if TYPE_CHECKING:  # the TensorRT 10.13 API (tensorrt-stubs); tensorrt_rtx has the same shape
+    import tensorrt
 
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
                  "INT64": torch.int64, "INT8": torch.int8, "UINT8": torch.uint8, "BOOL": torch.bool}
 # Engine-validity diagnostics that mean "this machine cannot run it" rather than "rebuild it".
 _MACHINE_DIAGNOSTICS = ("UNSUPPORTED_CC", "OLD_CUDA_DRIVER", "OLD_CUDA_RUNTIME", "INSUFFICIENT_GPU_MEMORY",
                         "CUDA_ERROR")
+
+
+@dataclass
+class _Session:
+    """What `activate()` acquired: it exists only while the runner is active."""
+
+    backend: TrtBackend
+    runtime: tensorrt.Runtime
+    engine: tensorrt.ICudaEngine
+    context: tensorrt.IExecutionContext
+    input: tuple[str, torch.dtype]  # (tensor name, torch dtype)
+    output: tuple[str, torch.dtype]
+    profile_index: int | None = None  # the profile the context is set to
+
+
+@dataclass
+class _Graph:
+    """A captured CUDA graph and the buffers it reads and writes."""
+
+    graph: torch.cuda.CUDAGraph
+    input: torch.Tensor
+    output: torch.Tensor
 
 
 class TensorRTRunner(Runner):
@@ -64,11 +91,15 @@ class TensorRTRunner(Runner):
         self._reset()
 
     def _reset(self) -> None:
-        self._trt = self._runtime = self._engine = self._context = None
+        self._session: _Session | None = None
+        self._graph: _Graph | None = None
         self._log = CapturedLog()
-        self._input = self._output = None  # (name, torch dtype)
-        self._profile_index = None
-        self._graph = self._graph_in = self._graph_out = None
+
+    @property
+    def _live(self) -> _Session:
+        if self._session is None:
+            raise LsegError(f"{self.name}: not active; call activate() first")
+        return self._session
 
     # input validation ----------------------------------------------------------------------------
     @property
@@ -90,28 +121,24 @@ class TensorRTRunner(Runner):
 
     # lifecycle -----------------------------------------------------------------------------------
     def _activate_impl(self) -> None:
-        ok, reason = cuda_available()
-        if not ok:
-            raise BackendUnavailable(reason)
         if self.device.type != "cuda":
             raise LsegError(f"TensorRT engines run on a CUDA device; got device={self.device}")
-        trt = load_backend(self.backend)  # BackendUnavailable (with install hint) when not importable
+        reason = execution_unavailable_reason(self.device, self.backend)
+        if reason:
+            raise BackendUnavailable(reason)
+        trt = load_backend(self.backend)
         cc = current_compute_capability(self.device)
         gpu = torch.cuda.get_device_name(self.device)
-        if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
-            raise BackendUnavailable(
-                f"{trt} does not run on compute capability {cc} ({gpu}); it supports "
-                f"{', '.join(trt.known_compute_capabilities())}")
         data = self.engine_path.read_bytes()
         verify_engine(self.engine_path, backend=trt, onnx_path=self.onnx_path, compute_capability=cc,
                       engine_bytes=data)
         log = self._log
         runtime = trt.module.Runtime(trt.make_logger(log))
         if trt.has_engine_validity:
-            validity, diagnostics = runtime.get_engine_validity(data)
+            validity, diagnostics = runtime.get_engine_validity(data)  # type: ignore[attr-defined]  # RTX only
             if validity.name == "INVALID":
-                names = [n for n, v in trt.module.EngineInvalidityDiagnostics.__members__.items()
-                         if int(diagnostics) & int(v)] or ["no diagnostics"]
+                known = trt.module.EngineInvalidityDiagnostics  # type: ignore[attr-defined]  # RTX only
+                names = [n for n, v in known.__members__.items() if int(diagnostics) & int(v)] or ["no diagnostics"]
                 text = (f"{trt} reports {self.engine_path.name} invalid on {gpu} (compute capability {cc}): "
                         f"{', '.join(names)}")
                 if any(n in _MACHINE_DIAGNOSTICS for n in names):
@@ -126,36 +153,38 @@ class TensorRTRunner(Runner):
             if context is None:
                 raise BackendUnavailable(f"{trt} could not create an execution context on {gpu}: "
                                          + ("; ".join(log.errors()) or "no reason logged"))
-        self._trt, self._runtime, self._engine, self._context = trt, runtime, engine, context
-        self._resolve_tensors()
+        tensor_in, tensor_out = self._resolve_tensors(trt, engine)
+        self._session = _Session(trt, runtime, engine, context, tensor_in, tensor_out)
 
-    def _resolve_tensors(self) -> None:
-        trt, engine = self._trt.module, self._engine
-        inputs, outputs = [], []
+    def _resolve_tensors(self, trt: TrtBackend, engine: tensorrt.ICudaEngine
+                         ) -> tuple[tuple[str, torch.dtype], tuple[str, torch.dtype]]:
+        """The engine's one input and one output as (name, torch dtype), its profiles checked against the sidecar."""
+        inputs: list[tuple[str, torch.dtype]] = []
+        outputs: list[tuple[str, torch.dtype]] = []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             dtype = engine.get_tensor_dtype(name).name
             if dtype not in _TORCH_DTYPES:
                 raise EngineError(f"{self.engine_path.name}: tensor {name!r} has unsupported dtype {dtype}")
             mode = engine.get_tensor_mode(name)
-            (inputs if mode == trt.TensorIOMode.INPUT else outputs).append((name, _TORCH_DTYPES[dtype]))
+            (inputs if mode == trt.module.TensorIOMode.INPUT else outputs).append((name, _TORCH_DTYPES[dtype]))
         if len(inputs) != 1 or len(outputs) != 1:
             raise EngineError(f"{self.engine_path.name}: expected one input and one output, got "
                               f"{[n for n, _ in inputs]} / {[n for n, _ in outputs]}")
-        self._input, self._output = inputs[0], outputs[0]
         recorded = [[tuple(s) for s in p.input_shapes()] for p in self.profiles]
-        actual = [[tuple(int(v) for v in dims) for dims in engine.get_tensor_profile_shape(self._input[0], k)]
+        actual = [[tuple(dims(shape)) for shape in engine.get_tensor_profile_shape(inputs[0][0], k)]
                   for k in range(engine.num_optimization_profiles)]
         if actual != recorded:
             raise EngineError(f"{self.engine_path.name}: engine profiles {actual} differ from its sidecar "
                               f"{recorded}; rebuild it: {self.metadata.rebuild_command}")
+        return inputs[0], outputs[0]
 
     def _deactivate_impl(self) -> None:
         self._reset()
 
     # inference -----------------------------------------------------------------------------------
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
-        in_name, in_dtype = self._input
+        _, in_dtype = self._live.input
         x = x.to(self.device, in_dtype, non_blocking=True).contiguous()
         if self.cuda_graph:
             out = self._graph_infer(x)
@@ -165,58 +194,63 @@ class TensorRTRunner(Runner):
             self._enqueue(stream)
         return out if out.dtype == torch.float32 else out.float()
 
-    def _prepare(self, x: torch.Tensor, stream, out: torch.Tensor | None = None) -> torch.Tensor:
+    def _prepare(self, x: torch.Tensor, stream: torch.cuda.Stream) -> torch.Tensor:
         """Select the profile, set the input shape and both tensor addresses; return the output buffer."""
-        ctx = self._context
-        b, _, h, w = x.shape
+        session = self._live
+        ctx = session.context
+        b, _, h, w = (int(v) for v in x.shape)
         index = next(k for k, p in enumerate(self.profiles) if p.contains(b, h, w))
-        if index != self._profile_index:
+        if index != session.profile_index:
             if not ctx.set_optimization_profile_async(index, stream.cuda_stream):
                 raise EngineError(f"could not select profile {index} ({self.profiles[index]})")
-            self._profile_index = index
-        in_name, out_name = self._input[0], self._output[0]
+            session.profile_index = index
+        (in_name, _), (out_name, out_dtype) = session.input, session.output
         if not ctx.set_input_shape(in_name, tuple(x.shape)):
             raise InputSizeError(f"{self.name}: the engine rejected input shape {tuple(x.shape)} for profile "
                                  f"{self.profiles[index]}: " + "; ".join(self._log.errors()))
-        if out is None:
-            out_shape = tuple(int(v) for v in ctx.get_tensor_shape(out_name))
-            out = torch.empty(out_shape, dtype=self._output[1], device=self.device)
+        out = torch.empty(dims(ctx.get_tensor_shape(out_name)), dtype=out_dtype, device=self.device)
         ctx.set_tensor_address(in_name, x.data_ptr())
         ctx.set_tensor_address(out_name, out.data_ptr())
         return out
 
-    def _enqueue(self, stream) -> None:
-        if not self._context.execute_async_v3(stream.cuda_stream):
+    def _enqueue(self, stream: torch.cuda.Stream) -> None:
+        if not self._live.context.execute_async_v3(stream.cuda_stream):
             raise EngineError(f"{self.name}: execute_async_v3 failed: "
                               + ("; ".join(self._log.errors()) or "no reason logged"))
 
     def _graph_infer(self, x: torch.Tensor) -> torch.Tensor:
         if self._graph is None:
-            self._graph_in = torch.empty_like(x)
+            graph_in = torch.empty_like(x)
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # one eager run first: TensorRT initialises lazily
-                self._graph_in.copy_(x)
-                self._graph_out = self._prepare(self._graph_in, side)
+                graph_in.copy_(x)
+                graph_out = self._prepare(graph_in, side)
                 self._enqueue(side)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 self._enqueue(torch.cuda.current_stream(self.device))
-            self._graph = graph
-        self._graph_in.copy_(x)
-        self._graph.replay()
-        return self._graph_out.clone()  # the graph's buffer is overwritten by the next call
+            self._graph = _Graph(graph, graph_in, graph_out)
+        self._graph.input.copy_(x)
+        self._graph.graph.replay()
+        return self._graph.output.clone()  # the graph's buffer is overwritten by the next call
 
 
-def runner_for_encoder(encoder, *, precision: str = "fp16", size: tuple[int, int] = (384, 384), batch: int = 1,
-                       device: str | torch.device = "cuda", cuda_graph: bool = True) -> TensorRTRunner:
-    """A runner over a static engine for `encoder` at (batch, *size), built from the cached ONNX of
-    that precision on first use (ONNX and engine both come from the artefact caches)."""
-    from ..engine.build import build_engine
-    from ..engine.options import ShapeSpec
-    from ..export.onnx import cached_onnx
-
-    onnx_path = cached_onnx(encoder, precision=precision, dynamic=True)
-    artifact = build_engine(onnx_path, ShapeSpec.static(batch, *size))
-    return TensorRTRunner(artifact, device=device, cuda_graph=cuda_graph, onnx_path=onnx_path)
+def execution_unavailable_reason(device: str | torch.device = "cuda", flavour: str | None = None) -> str | None:
+    """Why no TensorRT engine can execute on `device` here (None: it can), checked without building
+    anything: CUDA through torch, an importable runtime, and a GPU the flavour supports."""
+    ok, reason = cuda_available()
+    if not ok:
+        return f"TensorRT engines execute on CUDA only: {reason}"
+    if torch.device(device).type != "cuda":
+        return f"TensorRT engines execute on CUDA devices, not {device}"
+    try:
+        trt = load_backend(flavour)
+    except BackendUnavailable as exc:
+        return str(exc)
+    cc = current_compute_capability(torch.device(device))
+    if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
+        return (f"{trt} does not run on compute capability {cc} ({torch.cuda.get_device_name(device)}); "
+                f"it supports {', '.join(trt.known_compute_capabilities())}")
+    return None

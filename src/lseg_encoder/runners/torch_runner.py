@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 
 from ..errors import BackendUnavailable, LsegError
 from ..model import LSegEncoder
+from ..model.fuse import placed
 from .base import Runner
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def strict_fp32() -> Iterator[None]:
+    """TF32 off inside the block, the caller's settings restored after it.
+
+    The fp32 reference must be fp32: cuDNN convs default to TF32 on Ampere and later, which alone
+    moves the features by ~1e-3. Scoped, so that no other code in the process is affected.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 def require_device(device: torch.device) -> None:
@@ -41,22 +60,18 @@ class TorchRunner(Runner):
 
     def _activate_impl(self) -> None:
         require_device(self.device)
-        if self.precision == "fp32" and self.device.type == "cuda":
-            # The fp32 reference must be fp32: cuDNN convs default to TF32 on Ampere and later,
-            # which alone moves the features by ~1e-3. (Process-wide; fp16 runners are unaffected.)
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
         model = self._encoder_or_loader
         if not isinstance(model, LSegEncoder):
             model = model()
-        self.model = model.to(self.device, torch.float32).eval()
+        self.model = placed(model, self.device, torch.float32)  # a copy when it must move
 
     def _deactivate_impl(self) -> None:
         self.model = None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "fp32":
-            return self.model(x)
+            with strict_fp32():
+                return self.model(x)
         with torch.autocast(self.device.type, dtype=_AUTOCAST[self.precision]):
             return self.model(x).float()
 

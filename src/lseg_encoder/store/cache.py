@@ -1,35 +1,34 @@
-"""Where cached artefacts live (synthetic checkpoints, vocabulary embeddings, ONNX files, engines),
-and what is in there.
+"""The one artefact cache: where cached things live, and how one is built exactly once.
 
-`LSEG_CACHE_DIR` overrides the user cache dir, so CI and tests can keep everything inside a
-throw-away folder. With ViT-L/16 the cache reaches about 5 GB (a 1.7 GB synthetic checkpoint,
-fp32 and fp16 ONNX files, engines), so `cache_inventory` / `clear_cache` (the `lseg-encoder cache`
-command) show it and free it. Clearing never touches anything outside the cache root, never removes
-lock files (another process may hold one) and never removes the temp file of a writer still running.
+Everything expensive that is derived from the weights (synthetic checkpoints, ONNX files, engines,
+AOTInductor packages, vocabulary embeddings) lives under `cache_dir(kind)`. `LSEG_CACHE_DIR`
+overrides the user cache folder, so CI and tests keep everything inside a throw-away folder.
+
+`cached_artifact(kind, key, build)` returns `<cache>/<kind>/[<stem>]<sha256(key)[:16]><suffix>`, building
+it with `build(tmp_path)` under a file lock and renaming it into place only when the build succeeds,
+so concurrent test workers or CLI calls never see half-written files. The key is a JSON-able dict of
+everything that changes the artefact (weights fingerprint, precision, shapes, library versions, ...);
+it is stored beside the artefact as `<name>.key.json` for humans. An optional `verify(path)` hook
+checks a cached file before it is handed out; when it raises, the file is rebuilt in place.
+With ViT-L/16 the cache reaches about 5 GB; `store.inventory` (`lseg-encoder cache`) lists and clears it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import shutil
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import LsegError
+from .atomic import atomic_path, write_bytes_atomic
 
-# kind -> what its folder holds (the folder is `<root>/<kind>`; engines honour $LSEG_ENGINE_CACHE)
-KINDS = {
-    "synthetic": "synthetic checkpoints",
-    "onnx": "ONNX files",
-    "engines": "TensorRT engines",
-    "aoti": "AOTInductor packages",
-    "vocab": "vocabulary embeddings",
-}
+CACHE_ENV = "LSEG_CACHE_DIR"
 
 
 def cache_root() -> Path:
-    """The cache root, without creating it."""
-    root = os.environ.get("LSEG_CACHE_DIR")
+    root = os.environ.get(CACHE_ENV)
     if root:
         return Path(root)
     from platformdirs import user_cache_dir
@@ -43,107 +42,33 @@ def cache_dir(*parts: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LsegError(f"cannot create the cache folder {path}: {exc.strerror or exc} "
-                        "(set LSEG_CACHE_DIR to a writable folder)") from None
+                        f"(set {CACHE_ENV} to a writable folder)") from None
     return path
 
 
-def kind_folder(kind: str) -> Path:
-    if kind not in KINDS:
-        raise LsegError(f"unknown cache kind {kind!r}; choose from {', '.join(KINDS)}")
-    if kind == "engines" and os.environ.get("LSEG_ENGINE_CACHE"):
-        return Path(os.environ["LSEG_ENGINE_CACHE"])
-    return cache_root() / kind
+def artifact_key(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@dataclass
-class CachedItem:
-    """One artefact with its companions (`.key.json`, engine sidecar, ONNX external data)."""
+def cached_artifact(kind: str, key: dict, build: Callable[[Path], object], suffix: str, *,
+                    root: Path | None = None, stem: str = "", name: str | None = None,
+                    verify: Callable[[Path], object] | None = None) -> Path:
+    """The artefact for `key`, built once. `name` fixes the file name (the key is still recorded);
+    otherwise it is `<stem><key hash><suffix>`."""
+    from filelock import FileLock
 
-    path: Path
-    nbytes: int
-    companions: list[Path] = field(default_factory=list)
-    state: str = ""  # "", "stale temp" (writer gone) or "being written"
-
-
-@dataclass
-class CacheKind:
-    kind: str
-    folder: Path
-    items: list[CachedItem]
-    inside_root: bool
-
-    @property
-    def nbytes(self) -> int:
-        return sum(item.nbytes for item in self.items)
-
-
-def _size(path: Path) -> int:
-    try:
-        if path.is_dir() and not path.is_symlink():
-            return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir())
-        return path.lstat().st_size
-    except OSError:
-        return 0
-
-
-def _items(folder: Path) -> list[CachedItem]:
-    from .atomic import TEMP_MARK, is_stale_temp
-
-    try:
-        paths = sorted((p for p in folder.iterdir() if not p.name.endswith(".lock")), key=lambda p: p.name)
-    except OSError:  # missing folder: nothing cached yet
-        return []
-    items: dict[str, CachedItem] = {}
-    for path in paths:  # sorted: an artefact comes before `<its name>.<more>`
-        owner = next((name for name in items if path.name.startswith(name + ".")), None)
-        if owner is not None and TEMP_MARK not in path.name:
-            items[owner].companions.append(path)
-            items[owner].nbytes += _size(path)
-            continue
-        state = ""
-        if TEMP_MARK in path.name:
-            state = "stale temp" if is_stale_temp(path) else "being written"
-        items[path.name] = CachedItem(path, _size(path), state=state)
-    return list(items.values())
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path.resolve().is_relative_to(root.resolve())
-
-
-def cache_inventory(kinds: list[str] | None = None) -> list[CacheKind]:
-    root = cache_root()
-    out = []
-    for kind in kinds or list(KINDS):
-        folder = kind_folder(kind)
-        out.append(CacheKind(kind, folder, _items(folder), _inside(folder, root)))
-    return out
-
-
-def clear_cache(kind: str | None = None) -> tuple[list[CachedItem], list[CacheKind]]:
-    """Remove the artefacts of `kind` (all kinds when None); returns (removed, folders refused).
-
-    A folder outside the cache root (an engine cache set by $LSEG_ENGINE_CACHE, a symlinked kind
-    folder) is refused: named explicitly it is an error, in a clear-all it is skipped and returned.
-    """
-    removed, refused = [], []
-    for entry in cache_inventory([kind] if kind else None):
-        if not entry.inside_root:
-            if kind:
-                raise LsegError(f"not clearing {entry.folder}: it is outside the cache root {cache_root()} "
-                                "(remove it yourself if you mean it)")
-            if entry.items:
-                refused.append(entry)
-            continue
-        for item in entry.items:
-            if item.state == "being written":
-                continue
-            for path in (item.path, *item.companions):
-                if not _inside(path.parent, entry.folder):
-                    continue
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-            removed.append(item)
-    return removed, refused
+    folder = Path(root) if root else cache_dir(kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name or f"{stem}{artifact_key(key)}{suffix}")
+    with FileLock(str(path) + ".lock"):
+        if path.exists() and verify is not None:
+            try:
+                verify(path)
+            except Exception:  # a damaged or stale cache entry: rebuild it rather than fail
+                path.unlink()
+        if not path.exists():
+            with atomic_path(path, suffix=".tmp" + suffix) as tmp:
+                build(tmp)
+            write_bytes_atomic(folder / f"{path.name}.key.json",
+                               json.dumps(key, indent=1, sort_keys=True, default=str).encode())
+    return path

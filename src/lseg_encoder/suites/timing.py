@@ -48,7 +48,8 @@ class LatencyStats:
         return f"{self.median_ms:.2f} ± {self.std_ms:.2f} ms"
 
 
-def _stats(times_ms: list[float]) -> dict:
+def summarize(times_ms: list[float]) -> dict:
+    """median, mean, std, p90 (nearest rank) and min of per-iteration times: the one statistics rule."""
     ordered = sorted(times_ms)
     return {
         "median_ms": statistics.median(ordered),
@@ -60,8 +61,12 @@ def _stats(times_ms: list[float]) -> dict:
 
 
 def time_runner(runner, x: torch.Tensor, *, mode: str = "device", warmup: int = 10, iterations: int = 100,
-                progress=None) -> LatencyStats:
-    """Time `runner.infer` on `x` (an activated runner). `progress` is called once per iteration."""
+                progress=None, max_seconds: float | None = None) -> LatencyStats:
+    """Time `runner.infer` on `x` (an activated runner). `progress` is called once per iteration.
+
+    `max_seconds` bounds the timed loop by time as well as by count (at least 3 iterations run):
+    a slow backend (ONNX Runtime on the CPU at 0.6 s a call) then costs seconds, not minutes.
+    """
     if mode not in ("device", "end-to-end"):
         raise ValueError(f"mode must be 'device' or 'end-to-end', got {mode!r}")
     if iterations < 1:
@@ -76,31 +81,31 @@ def time_runner(runner, x: torch.Tensor, *, mode: str = "device", warmup: int = 
     for _ in range(warmup):
         call()
     runner.synchronize()
-    times: list[float] = []
-    if cuda and mode == "device":
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(iterations)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(iterations)]
-        for i in range(iterations):
-            starts[i].record()
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    events = cuda and mode == "device"
+    spans, times = [], []
+    for i in range(iterations):
+        if deadline is not None and i >= 3 and time.perf_counter() > deadline:
+            break
+        if events:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
             call()
-            ends[i].record()
-            if progress:
-                progress()
-        torch.cuda.synchronize()
-        times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
-        timer = "cuda-events"
-    else:
-        for _ in range(iterations):
+            end.record()
+            spans.append((start, end))
+        else:
             t0 = time.perf_counter()
             call()
             runner.synchronize()
             times.append((time.perf_counter() - t0) * 1e3)
-            if progress:
-                progress()
-        timer = "perf_counter"
+        if progress:
+            progress()
+    if events:
+        torch.cuda.synchronize()
+        times = [s.elapsed_time(e) for s, e in spans]
     b, _, h, w = x.shape
-    return LatencyStats(runner.backend, runner.precision, mode, b, h, w, iterations, warmup, timer=timer,
-                        **_stats(times))
+    return LatencyStats(runner.backend, runner.precision, mode, b, h, w, len(times), warmup,
+                        timer="cuda-events" if events else "perf_counter", **summarize(times))
 
 
 def encoder_flops(config, height: int, width: int, batch: int = 1) -> int:
@@ -131,7 +136,9 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
-        "gpu": None,
+        "gpu": None,  # every record names the GPU fields, None where there is no GPU
+        "gpu_capability": None,
+        "driver": None,
     }
     try:
         with open("/proc/cpuinfo") as f:

@@ -48,7 +48,7 @@ def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
     Keys caches of anything derived from the text tower (vocabulary embeddings): any change of a
     weight, or of its storage dtype, gives a new key.
     """
-    from ..store.artifacts import tensors_fingerprint
+    from ..store.fingerprint import tensors_fingerprint
 
     return tensors_fingerprint(state)
 
