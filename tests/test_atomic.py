@@ -155,6 +155,18 @@ def test_stale_temp_after_kill_9_is_cleaned_by_the_next_write(tmp_path, capsys, 
     assert not temps(tmp_path), temps(tmp_path)
 
 
+def test_stale_temps_of_a_nested_write_are_cleaned(tmp_path):
+    """A cache build writes through two atomic paths (the cache's temp, then the exporter's temp of
+    that temp, with an external-data companion); a kill leaves all three, the next write takes them."""
+    outer = ".m.onnx.lseg-tmp-4194999-ab12.tmp.onnx"  # pid above any pid_max: its writer is gone
+    names = [outer, f".{outer}.lseg-tmp-4194999-cd34.onnx.tmp", f".{outer}.lseg-tmp-4194999-cd34.onnx.tmp.data",
+             ".other.onnx.lseg-tmp-4194999-ef56.onnx.tmp"]  # another target's temp: not this write's business
+    for name in names:
+        (tmp_path / name).write_bytes(b"left behind")
+    write_bytes_atomic(tmp_path / "m.onnx", b"graph")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [names[3], "m.onnx"]
+
+
 def test_live_writers_temp_is_left_alone(tmp_path):
     target = tmp_path / "f.npy"
     proc, tmp = start_writer(target)
