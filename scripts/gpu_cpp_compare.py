@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -40,20 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # PYTHONPATH=src, without installing the package
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w or h)
-
-
 def log(text: str) -> None:
     print(f"[gpu_cpp_compare] {text}", file=sys.stderr, flush=True)
 
 
 def stats(ms: list[float]) -> dict:
-    s = sorted(ms)
-    return {"median": statistics.median(s), "mean": statistics.fmean(s),
-            "std": statistics.stdev(s) if len(s) > 1 else 0.0,
-            "p90": s[min(len(s) - 1, -(-9 * len(s) // 10) - 1)], "min": s[0]}
+    """The project's one statistics rule (`suites.timing.summarize`), so C++ and Python agree on p90."""
+    from lseg_encoder.suites.timing import summarize
+
+    return summarize(ms)
 
 
 def cuda_toolkit_hints() -> list[str]:
@@ -130,7 +124,7 @@ def python_bench(package: Path, iterations: int, warmup: int) -> dict:
 
 
 def _cell(s: dict) -> str:
-    return f"{s['median']:.3f}, {s['mean']:.3f} ± {s['std']:.3f}"
+    return f"{s['median_ms']:.3f}, {s['mean_ms']:.3f} ± {s['std_ms']:.3f}"
 
 
 def machine_info() -> dict:
@@ -169,7 +163,7 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from lseg_encoder import default_synthetic_checkpoint, load_encoder
+    from lseg_encoder import default_synthetic_checkpoint, load_encoder, parse_size
     from lseg_encoder.loaders import aoti_package
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -181,7 +175,7 @@ def main() -> int:
     encoder = load_encoder(default_synthetic_checkpoint(args.backbone), backbone=args.backbone)
     packages, package_s = [], {}
     for text in args.sizes:
-        size = parse_size(text)
+        size = parse_size(text)  # the project's one size parser
         t0 = time.perf_counter()
         packages.append(aoti_package(encoder, size=size, precision=args.precision, device=args.device,
                                             progress=log))
@@ -228,7 +222,7 @@ def main() -> int:
         for mode, label in (("device_only_ms", "device-only"), ("end_to_end_ms", "end-to-end")):
             p = py[mode]
             c = cpp[mode] if cpp else None
-            ratio = f"{c['median'] / p['median']:.3f}" if c else "n/a"
+            ratio = f"{c['median_ms'] / p['median_ms']:.3f}" if c else "n/a"
             lines.append(f"| {shape[2]}x{shape[3]} | {label} | {_cell(c) if c else 'not built'} | {_cell(p)} "
                          f"| {ratio} |")
             compare.append({"size": shape[2:], "mode": label, "cpp": c, "python": p})

@@ -18,7 +18,6 @@ from lseg_encoder.cli import main
 def cache(tmp_path, monkeypatch):
     root = tmp_path / "cache"
     monkeypatch.setenv("LSEG_CACHE_DIR", str(root))
-    monkeypatch.delenv("LSEG_ENGINE_CACHE", raising=False)
     files = {
         "synthetic/synthetic_tiny_offset0.ckpt": 3_000_000, "synthetic/synthetic_tiny_offset0.ckpt.lock": 0,
         "onnx/abc.onnx": 2_000_000, "onnx/abc.onnx.key.json": 300, "onnx/abc.onnx.lock": 0,
@@ -76,29 +75,24 @@ def test_clear_keeps_a_running_writers_temp_and_removes_a_dead_ones(cache, capsy
         sleeper.wait()
 
 
-def test_refuses_folders_outside_the_root(cache, tmp_path, monkeypatch, capsys):
+def test_refuses_folders_outside_the_root(cache, tmp_path, capsys):
+    """A kind folder that is a symlink out of the root: listed, never cleared."""
     outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    (outside / "keep.trt").write_bytes(b"\0" * 10)
-    monkeypatch.setenv("LSEG_ENGINE_CACHE", str(outside))
+    os.rename(cache / "engines", outside)
+    (cache / "engines").symlink_to(outside, target_is_directory=True)
+    code, out, _ = cli(capsys)
+    assert code == 0 and f"TensorRT engines ({outside}, outside the root), 1 item(s)" in out
     code, _, err = cli(capsys, "--clear", "engines")
     assert code == 2 and err.strip().splitlines() == [
         f"error: not clearing {outside}: it is outside the cache root {cache} (remove it yourself if you mean it)"]
     code, out, _ = cli(capsys, "--clear")
-    assert code == 0 and f"not cleared: {outside} (TensorRT engines, 10 B) is outside the cache root" in out
-    assert (outside / "keep.trt").exists()
-    # a kind folder that is a symlink out of the root is refused the same way
-    monkeypatch.delenv("LSEG_ENGINE_CACHE")
-    os.rename(cache / "aoti", tmp_path / "aoti-real")
-    (cache / "aoti").symlink_to(tmp_path / "aoti-real", target_is_directory=True)
-    (cache / "aoti" / "tiny_64x96.pt2").write_bytes(b"\0" * 10)
-    assert cli(capsys, "--clear", "aoti")[0] == 2
-    assert (tmp_path / "aoti-real" / "tiny_64x96.pt2").exists()
+    assert code == 0 and f"not cleared: {outside} (TensorRT engines, 705.0 kB) is outside the cache root" in out
+    assert (outside / "e.1234.trt").exists() and (outside / "e.1234.trt.json").exists()
+    assert not (cache / "onnx" / "abc.onnx").exists()  # the rest was cleared
 
 
 def test_empty_or_missing_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LSEG_CACHE_DIR", str(tmp_path / "none"))
-    monkeypatch.delenv("LSEG_ENGINE_CACHE", raising=False)
     code, out, _ = cli(capsys)
     assert code == 0 and out.splitlines()[-1].startswith("total            0 B")
     assert not (tmp_path / "none").exists()  # listing creates nothing

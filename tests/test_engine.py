@@ -47,8 +47,15 @@ from lseg_encoder.store.cache import cache_dir
 
 pytestmark = pytest.mark.trt
 
-RTX_OK, RTX_REASON = backend_available("tensorrt_rtx")
-needs_rtx = pytest.mark.skipif(not RTX_OK, reason=f"needs tensorrt_rtx to build engines: {RTX_REASON}")
+@pytest.fixture(scope="module")
+def rtx_probe():
+    """Probed when a test runs, never at collection (which must import no optional backend)."""
+    ok, reason = backend_available("tensorrt_rtx")
+    if not ok:
+        pytest.skip(f"needs tensorrt_rtx to build engines: {reason}")
+
+
+needs_rtx = pytest.mark.usefixtures("rtx_probe")
 
 STATIC = ["1x384x384", "2x256x320"]
 DYNAMIC = "1x256x256,2x384x384,4x512x512"
@@ -65,10 +72,8 @@ def tiny_onnx(tiny_encoder):
             for p in ("fp32", "fp16")}
 
 
-@pytest.fixture(scope="session")
-def rtx():
-    if not RTX_OK:
-        pytest.skip(f"needs tensorrt_rtx to build engines: {RTX_REASON}")
+@pytest.fixture(scope="module")
+def rtx(rtx_probe):
     return load_backend("tensorrt_rtx")
 
 
@@ -168,11 +173,11 @@ def test_cache_hit_and_miss_rules(tiny_onnx, rtx, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     onnx = tiny_onnx["fp32"]
     lines = []
-    first = build_engine(onnx, "1x256x256", backend=rtx, cache_dir=cache, report=lines.append)
+    first = build_engine(onnx, "1x256x256", backend=rtx, cache_dir=cache, progress=lines.append)
     assert not first.cache_hit and any("cache miss" in m for m in lines)
     mtime = first.path.stat().st_mtime_ns
     lines.clear()
-    again = build_engine(onnx, "1x256x256", backend=rtx, cache_dir=cache, report=lines.append)
+    again = build_engine(onnx, "1x256x256", backend=rtx, cache_dir=cache, progress=lines.append)
     assert again.cache_hit and again.path == first.path and again.key == first.key
     assert first.path.stat().st_mtime_ns == mtime  # not rebuilt
     assert any(m.startswith("cache hit") for m in lines)
@@ -199,9 +204,10 @@ def test_cache_hit_and_miss_rules(tiny_onnx, rtx, tmp_path, monkeypatch):
     out = build_engine(onnx, "1x256x256", backend=rtx, cache_dir=cache, output=tmp_path / "x.trt")
     assert out.cache_hit and out.path == tmp_path / "x.trt" and sidecar_path(out.path).is_file()
     assert verify_engine(out.path, backend=rtx).engine["sha256"] == first.metadata.engine["sha256"]
-    # location: $LSEG_ENGINE_CACHE, overridden by an explicit folder
-    monkeypatch.setenv("LSEG_ENGINE_CACHE", str(cache))
-    assert build_engine(onnx, "1x256x256", backend=rtx).cache_hit
+    # location: the one artefact cache ($LSEG_CACHE_DIR/engines), overridden by an explicit folder
+    monkeypatch.setenv("LSEG_CACHE_DIR", str(cache.parent))
+    assert build_engine(onnx, "1x256x256", backend=rtx, cache_dir=cache).cache_hit
+    assert build_engine(onnx, "1x256x256", backend=rtx).path.parent == cache.parent / "engines"
     assert not build_engine(onnx, "1x256x256", backend=rtx, cache_dir=tmp_path / "elsewhere").cache_hit
 
 
@@ -212,7 +218,7 @@ def test_tampered_cache_entry_is_rebuilt(tiny_onnx, rtx, tmp_path):
     data[len(data) // 2] ^= 0xFF
     first.path.write_bytes(bytes(data))
     lines = []
-    again = build_engine(tiny_onnx["fp16"], "1x256x256", backend=rtx, cache_dir=tmp_path, report=lines.append)
+    again = build_engine(tiny_onnx["fp16"], "1x256x256", backend=rtx, cache_dir=tmp_path, progress=lines.append)
     assert not again.cache_hit
     assert any("cached engine rejected, rebuilding" in m and "does not match its sidecar" in m for m in lines)
     assert sha256_file(again.path) == again.metadata.engine["sha256"]
@@ -286,9 +292,9 @@ def test_profile_and_option_parsing():
         Profile.parse("1x512x512,1x384x384,1x640x640")
     with pytest.raises(EngineError, match="use MIN,OPT,MAX"):
         Profile.parse("1x256x256,1x384x384")
-    with pytest.raises(EngineError, match="3 channels"):
-        Profile.parse("1x1x256x256,1x3x384x384,1x3x512x512")
-    assert Profile.parse("1x3x256x256,2x384x384,4x512x512").min == (1, 256, 256)
+    with pytest.raises(InputSizeError, match="use BxHxW"):  # one spelling of a shape: BxHxW, no channels
+        Profile.parse("1x3x256x256,2x384x384,4x512x512")
+    assert Profile.parse("1x256x256,2x384x384,4x512x512").min == (1, 256, 256)
     assert parse_bytes("4GiB") == 4 << 30 and parse_bytes("512MiB") == 512 << 20
     assert parse_bytes("1024") == 1024
     assert parse_bytes("1.5G") == 3 << 29

@@ -80,7 +80,7 @@ def engine_file(encoder: LSegEncoder, *, precision: str = "fp16", shape: Shape =
     from .engine.build import build_engine
     from .engine.options import ShapeSpec
 
-    return build_engine(onnx_file(encoder, precision=precision), ShapeSpec.static(*shape), report=progress)
+    return build_engine(onnx_file(encoder, precision=precision), ShapeSpec.static(*shape), progress=progress)
 
 
 def aoti_package(encoder: LSegEncoder, *, precision: str = "fp32", size: Size = (384, 384), batch: int = 1,

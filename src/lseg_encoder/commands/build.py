@@ -44,13 +44,13 @@ def register(sub) -> None:
     p.add_argument("--static", action="append", metavar="BxHxW",
                    help="static shape (repeatable: one engine each)")
     p.add_argument("--engine-cache",
-                   help="engine cache folder (default: $LSEG_ENGINE_CACHE, else the user cache)")
+                   help="engine cache folder (default: $LSEG_CACHE_DIR/engines, else the user cache)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..engine import BuildOptions, ShapeSpec, build_engine, load_backend, parse_shape
-    from ..engine.build import engine_name
+    from ..engine.plan import engine_name
     from ..errors import EngineError
 
     if args.profile and args.static:
@@ -84,7 +84,7 @@ def run(args) -> int:
             if len(specs) > 1 or output.is_dir():
                 output = output / engine_name(onnx, spec, options, backend)
         artifact = build_engine(onnx, spec, options, backend=backend, output=output,
-                                cache_dir=args.engine_cache, report=say)
+                                cache_dir=args.engine_cache, progress=say)
         meta = artifact.metadata
         state = "cache hit" if artifact.cache_hit else f"built in {meta.build['seconds']:.1f} s"
         where = "" if output else " (in the engine cache; --output places a copy elsewhere)"

@@ -16,7 +16,7 @@ def register(sub) -> None:
     kinds = ", ".join(f"{k} ({v})" for k, v in KINDS.items())
     p = sub.add_parser("cache", help="list the cached artefacts (checkpoints, ONNX, engines, ...) or clear them",
                        description=f"{__doc__.splitlines()[0]}\n\nKinds: {kinds}. Location: $LSEG_CACHE_DIR, "
-                       "else the user cache folder; engines: $LSEG_ENGINE_CACHE if set.",
+                       "else the user cache folder.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clear", nargs="?", const="all", choices=[*KINDS, "all"], metavar="KIND",
                    help="remove the cached artefacts of KIND (default: all kinds); asks nothing, prints what it "

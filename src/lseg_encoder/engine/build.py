@@ -10,7 +10,6 @@ over it.
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 import platform
 import shutil
@@ -20,229 +19,34 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import BackendUnavailable, EngineError
 from ..store.atomic import atomic_path, ensure_writable_parent
-from .backend import CapturedLog, TrtBackend, cuda_available, current_compute_capability, dims, load_backend
-from .cache import EngineCache, cache_key
-from .options import BuildOptions, Profile, ShapeSpec, default_engine_name, parse_shape
-from .sidecar import EngineMetadata, sha256_bytes, sha256_file, sidecar_path
+from ..store.cache import cached_artifact
+from .backend import CapturedLog, TrtBackend, dims, load_backend
+from .inspect import config_read_back, sparsity_report
+from .options import BuildOptions, ShapeSpec, default_engine_name
+from .plan import (
+    BuildPlan,
+    OnnxInfo,
+    cache_key,
+    check_sizes,
+    coerce_spec,
+    default_spec,
+    read_onnx_info,
+    rebuild_command,
+    resolve_options,
+)
+from .sidecar import EngineMetadata, sha256_bytes, sha256_file, sidecar_path, verify_engine
 
 if TYPE_CHECKING:  # the TensorRT 10.13 API (tensorrt-stubs), for the objects the builder hands back
     import tensorrt
 
 Report = Callable[[str], None]
-
-# Documented default targets of TensorRT-RTX when no compute capability is set (its CPU-only AOT page).
-RTX_DEFAULT_TARGETS_NOTE = ("tensorrt_rtx default: documented as compute capability 8.0, 8.6, 8.9, 12.0 "
-                            "and later; Turing (7.5) only when targeted explicitly")
 _DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
                 "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
-
-
-# ONNX facts ---------------------------------------------------------------------------------------
-@dataclass
-class OnnxInfo:
-    path: Path
-    sha256: str
-    precision: str | None  # "fp32" / "fp16" / None when it could not be read
-    precision_source: str
-    backbone: str | None
-    metadata: dict = field(default_factory=dict)
-    load_error: str | None = None
-
-
-def read_onnx_info(path: str | Path) -> OnnxInfo:
-    """sha256 (graph file and any external-data files), precision and backbone of an ONNX file.
-
-    Precision comes from the exporter's `precision` metadata when present, else from the
-    initializers (any float16 weight -> fp16). Memoised per (path, size, mtime): hashing a
-    ViT-L/16 graph takes a second or two.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise EngineError(f"ONNX file not found: {path}")
-    stat = path.stat()
-    return _read_onnx_info(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _read_onnx_info(name: str, size: int, mtime_ns: int) -> OnnxInfo:
-    path = Path(name)
-    sha = sha256_file(path)
-    try:
-        import onnx
-    except ImportError:
-        return OnnxInfo(path, sha, None, "unknown: the onnx package is not installed", None,
-                        load_error="the onnx package is not installed (pip install onnx)")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        return OnnxInfo(path, sha, None, "unknown", None, load_error=f"{type(exc).__name__}: {exc}")
-    metadata = {p.key: p.value for p in model.metadata_props}
-    external = sorted({e.value for t in model.graph.initializer for e in t.external_data
-                       if e.key == "location"})
-    if external:  # the weights determine the engine too
-        import hashlib
-
-        h = hashlib.sha256(sha.encode())
-        for name in external:
-            h.update(sha256_file(path.parent / name).encode())
-        sha = h.hexdigest()
-    if metadata.get("precision") in ("fp32", "fp16"):
-        precision, source = metadata["precision"], "ONNX metadata 'precision'"
-    else:
-        fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
-        precision, source = ("fp16" if fp16 else "fp32"), "ONNX initializer dtypes"
-    return OnnxInfo(path, sha, precision, source, metadata.get("backbone"), metadata)
-
-
-# options -> a concrete plan for one backend ---------------------------------------------------
-@dataclass
-class BuildPlan:
-    precision: str
-    typing: str  # "strong" / "weak"
-    network_flags: list[str]
-    builder_flags: list[str]
-    tactic_sources: tuple[str, ...] | None
-    optimization_level: int | None
-    compute_capabilities: tuple[str, ...] | None
-    targets: list[str] | None
-    targets_source: str
-    notes: list[str]
-
-    def key_targets(self) -> list | str:
-        return self.targets if self.targets is not None else self.targets_source
-
-
-_FLAG_OPTIONS = (("sparse", "SPARSE_WEIGHTS", "--sparse"), ("disable_timing_cache", "DISABLE_TIMING_CACHE",
-                 "--disable-timing-cache"), ("gpu_fallback", "GPU_FALLBACK", "--gpu-fallback"),
-                 ("debug", "DEBUG", "--debug"))
-
-
-def resolve_options(options: BuildOptions, backend: TrtBackend, onnx: OnnxInfo) -> BuildPlan:
-    """Decide typing, flags and targets for `backend`; raise EngineError for anything it cannot do."""
-    notes: list[str] = []
-    graph = onnx.precision
-    if graph is None:
-        raise EngineError(f"cannot tell the precision of {onnx.path}: {onnx.precision_source}")
-    strong_flag = ["STRONGLY_TYPED"] if backend.has_strongly_typed_flag else []
-    builder_flags: list[str] = []
-    if options.fp16 is None or options.fp16 == (graph == "fp16"):
-        precision, typing, network_flags = graph, "strong", strong_flag
-    elif options.fp16:  # fp32 graph, fp16 requested
-        if not backend.has_fp16_flag:
-            raise EngineError(
-                f"--fp16 with an fp32 ONNX needs TensorRT 10's weakly-typed FP16 builder flag, which "
-                f"{backend} does not have (strongly typed: precision comes from the graph). Export the fp16 "
-                "ONNX (`lseg-encoder export --precision fp16`) and build from it")
-        precision, typing, network_flags = "fp16", "weak", []
-        builder_flags.append("FP16")
-        notes.append("weakly typed build: BuilderFlag.FP16 lets TensorRT pick fp16 kernels per layer")
-    else:
-        raise EngineError(
-            f"--no-fp16 was given but {onnx.path.name} is an fp16 graph ({onnx.precision_source}); a "
-            "strongly typed build keeps the graph's precision. Build from the fp32 ONNX instead")
-    if typing == "strong" and not strong_flag and backend.has_fp16_flag:
-        raise EngineError(f"{backend} has neither STRONGLY_TYPED networks nor is it strongly typed only")
-
-    for attr, flag, cli in _FLAG_OPTIONS:
-        if getattr(options, attr):
-            if backend.builder_flag(flag) is None:
-                raise EngineError(f"{cli} is not supported by {backend}: it has no BuilderFlag.{flag}")
-            builder_flags.append(flag)
-    if options.gpu_fallback:
-        notes.append("--gpu-fallback only affects layers placed on a DLA; these engines run on the GPU, "
-                     "so it changes nothing here (set as asked)")
-    if options.disable_timing_cache and backend.flavour == "tensorrt_rtx":
-        notes.append("TensorRT-RTX does not use a timing cache for ahead-of-time builds; "
-                     "DISABLE_TIMING_CACHE is set as asked and changes nothing")
-
-    if options.tactic_sources is not None:
-        known = backend.tactic_sources()
-        if not known:
-            raise EngineError(f"--tactic-sources is not supported by {backend}: it has no TacticSource")
-        unknown = [t[1:] for t in options.tactic_sources if t[1:] not in known]
-        if unknown:
-            raise EngineError(f"tactic source(s) {', '.join(unknown)} not offered by {backend}; "
-                              f"it has {', '.join(known)}")
-    if options.optimization_level is not None and not backend.has_optimization_level:
-        raise EngineError(f"--opt-level is not supported by {backend}: no builder_optimization_level")
-
-    if options.compute_capabilities is not None:
-        if not backend.has_compute_capability_targets:
-            raise EngineError(
-                f"--compute-capability is not supported by {backend}: TensorRT builds for the GPU it runs "
-                "on; ahead-of-time targets are a TensorRT-RTX feature")
-        known_cc = backend.known_compute_capabilities()
-        bad = [c for c in options.compute_capabilities if c not in known_cc]
-        if bad:
-            raise EngineError(f"{backend} cannot target compute capability {', '.join(bad)}; "
-                              f"it knows {', '.join(known_cc)}")
-        targets, source = list(options.compute_capabilities), "explicit --compute-capability"
-    elif backend.has_compute_capability_targets:
-        targets, source = None, RTX_DEFAULT_TARGETS_NOTE
-    else:
-        cc = current_compute_capability()
-        if cc is not None:
-            import torch
-
-            targets, source = [cc], f"the build GPU ({torch.cuda.get_device_name()})"
-        else:
-            targets, source = None, "the build GPU (unknown: torch sees no CUDA device)"
-    return BuildPlan(precision, typing, network_flags, builder_flags, options.tactic_sources,
-                     options.optimization_level, options.compute_capabilities, targets, source, notes)
-
-
-def default_spec(info: OnnxInfo) -> ShapeSpec:
-    """One static shape at the ONNX's export size (batch x H x W), else 1x384x384."""
-    size = info.metadata.get("export_size", "384x384")
-    return coerce_spec(f"{info.metadata.get('export_batch', '1')}x{size}")
-
-
-def engine_name(onnx_path: str | Path, spec, options: BuildOptions, backend: TrtBackend) -> str:
-    """The default engine file name for these inputs (resolving the engine precision)."""
-    info = read_onnx_info(onnx_path)
-    if info.load_error is not None:
-        return Path(onnx_path).stem + ".trt"  # build_engine reports the parser's error
-    spec = default_spec(info) if spec is None else coerce_spec(spec)
-    return default_engine_name(onnx_path, spec, options, resolve_options(options, backend, info).precision)
-
-
-def coerce_spec(spec) -> ShapeSpec:
-    if isinstance(spec, ShapeSpec):
-        return spec
-    if isinstance(spec, Profile):
-        return ShapeSpec((spec,))
-    if isinstance(spec, str):
-        return ShapeSpec.dynamic(spec) if "," in spec else ShapeSpec.static(*parse_shape(spec))
-    if isinstance(spec, tuple | list) and len(spec) == 3 and all(isinstance(v, int) for v in spec):
-        return ShapeSpec.static(*spec)
-    raise EngineError(f"bad engine shape spec {spec!r}; use ShapeSpec, 'BxHxW' or 'MIN,OPT,MAX'")
-
-
-def rebuild_command(onnx_path: Path, spec: ShapeSpec, options: BuildOptions, flavour: str) -> str:
-    args = ["lseg-encoder", "build", "--onnx", str(onnx_path), "--trt-backend", flavour]
-    if spec.is_static:
-        args += ["--static", "x".join(map(str, spec.profiles[0].min))]
-    else:
-        for p in spec.profiles:
-            args += ["--profile", str(p)]
-    args += ["--workspace", f"{options.workspace_mib}MiB"]
-    if options.fp16 is not None:
-        args.append("--fp16" if options.fp16 else "--no-fp16")
-    for attr, _, cli in _FLAG_OPTIONS:
-        if getattr(options, attr):
-            args.append(cli)
-    if options.tactic_sources is not None:
-        args.append("--tactic-sources=" + ",".join(options.tactic_sources))
-    if options.optimization_level is not None:
-        args += ["--opt-level", str(options.optimization_level)]
-    for cc in options.compute_capabilities or ():
-        args += ["--compute-capability", cc]
-    return " ".join(args)
 
 
 # the build itself ---------------------------------------------------------------------------------
@@ -260,16 +64,16 @@ class EngineArtifact:
 def build_engine(onnx_path: str | Path, spec=None, options: BuildOptions | None = None, *,
                  backend: str | TrtBackend | None = None, output: str | Path | None = None,
                  cache: bool = True, cache_dir: str | Path | None = None,
-                 report: Report | None = None) -> EngineArtifact:
+                 progress: Report | None = None) -> EngineArtifact:
     """Build (or fetch from the cache) the engine for `onnx_path` at `spec` with `options`.
 
     spec: a ShapeSpec, 'HxW' / 'BxHxW' (static) or 'MIN,OPT,MAX' (one profile); default: the ONNX's
     export size when it records one, else 1x384x384. `output` also places a copy (engine + sidecar)
-    there; with `cache=False` the engine is built straight to `output`. `report` receives progress
+    there; with `cache=False` the engine is built straight to `output`. `progress` receives progress
     lines (the CLI prints them); timings are returned either way.
     """
     start = time.perf_counter()
-    say: Report = report or (lambda msg: None)
+    say: Report = progress or (lambda msg: None)
     onnx_path = Path(onnx_path)
     options = options or BuildOptions()
     trt = backend if isinstance(backend, TrtBackend) else load_backend(backend)
@@ -279,7 +83,7 @@ def build_engine(onnx_path: str | Path, spec=None, options: BuildOptions | None 
         _parse_only(trt, onnx_path)  # raises with TensorRT's parser message if it fails too
         raise EngineError(f"{onnx_path}: not a readable ONNX model ({info.load_error})")
     plan = resolve_options(options, trt, info)
-    _check_sizes(info, spec)
+    check_sizes(info, spec)
     if output is not None:
         ensure_writable_parent(output)  # before a build of minutes
     name = default_engine_name(onnx_path, spec, options, plan.precision)
@@ -290,26 +94,51 @@ def build_engine(onnx_path: str | Path, spec=None, options: BuildOptions | None 
 
     if not cache:
         target = Path(output) if output else onnx_path.parent / name
-        meta = _build(trt, info, spec, options, plan, key, target, say)
+        data, meta = _build(trt, info, spec, options, plan, key, target, say)
+        _write(target, data, meta, say)
         return EngineArtifact(target, sidecar_path(target), meta, False, key, time.perf_counter() - start,
                               plan.notes)
 
-    store = EngineCache(cache_dir)
-    engine_file, _ = store.files(key, name)
-    with store.locked(key, say):
-        cached = store.lookup(key, name, trt, say)
-        hit = cached is not None
-        if cached is not None:
-            meta = cached
-            say(f"cache hit: {engine_file} (key {key[:16]}, built {meta.build['time_utc']} in "
-                f"{meta.build['seconds']:.1f} s)")
-        else:
-            say(f"cache miss (key {key[:16]}): building {name} with {trt}")
-            meta = _build(trt, info, spec, options, plan, key, engine_file, say)
+    cached_name = f"{name.removesuffix('.trt')}.{key[:16]}.trt"
+    built: list[EngineMetadata] = []
+
+    def build(tmp: Path) -> None:
+        say(f"cache miss (key {key[:16]}): building {name} with {trt}")
+        data, meta = _build(trt, info, spec, options, plan, key, tmp.with_name(cached_name), say)
+        tmp.write_bytes(data)  # renamed into place by the cache once this returns
+        meta.write(sidecar_path(tmp.with_name(cached_name)))
+        built.append(meta)
+
+    def verify(path: Path) -> None:
+        """The sidecar check: an edited, truncated or foreign engine is rebuilt in place."""
+        try:
+            found = verify_engine(path, backend=trt)
+            if found.cache_key != key:
+                raise EngineError(f"cached engine {path.name} has key {found.cache_key[:16]}..., expected "
+                                  f"{key[:16]}...")
+        except EngineError as exc:
+            say(f"cached engine rejected, rebuilding: {exc}")
+            raise
+
+    root = Path(cache_dir) if cache_dir else None
+    engine_file = cached_artifact("engines", {"engine_key": key}, build, ".trt", root=root, name=cached_name,
+                                  verify=verify, progress=say)
+    hit = not built
+    meta = built[0] if built else EngineMetadata.read(sidecar_path(engine_file))
+    if hit:
+        say(f"cache hit: {engine_file} (key {key[:16]}, built {meta.build['time_utc']} in "
+            f"{meta.build['seconds']:.1f} s)")
     path = engine_file
     if output is not None:
         path = _place_copy(engine_file, meta, Path(output), say)
     return EngineArtifact(path, sidecar_path(path), meta, hit, key, time.perf_counter() - start, plan.notes)
+
+
+def _write(target: Path, data: bytes, meta: EngineMetadata, say: Report) -> None:
+    with atomic_path(target, expected_bytes=len(data)) as tmp:
+        tmp.write_bytes(data)
+    meta.write_beside(target)
+    say(f"  wrote {target} (+ {sidecar_path(target).name})")
 
 
 def _place_copy(src: Path, meta: EngineMetadata, dst: Path, say: Report) -> Path:
@@ -328,33 +157,9 @@ def _place_copy(src: Path, meta: EngineMetadata, dst: Path, say: Report) -> Path
     with atomic_path(dst, expected_bytes=src.stat().st_size) as tmp:
         shutil.copyfile(src, tmp)
     copy = EngineMetadata(**{**meta.to_json(), "engine": {**meta.engine, "file": dst.name}})
-    _write_sidecar_or_drop(copy, dst)
+    copy.write_beside(dst)
     say(f"wrote {dst} and {dst_meta.name}")
     return dst
-
-
-def _write_sidecar_or_drop(meta: EngineMetadata, engine: Path) -> None:
-    """An engine without its sidecar cannot be loaded: if the sidecar fails, the engine goes too."""
-    try:
-        meta.write(sidecar_path(engine))
-    except BaseException:
-        engine.unlink(missing_ok=True)
-        raise
-
-
-def _check_sizes(info: OnnxInfo, spec: ShapeSpec) -> None:
-    """Static shapes and profile opt shapes must satisfy the backbone's size rule (when it is known)."""
-    if not info.backbone:
-        return
-    from ..configs import CONFIGS
-    from ..sizes import check_size
-
-    config = CONFIGS.get(info.backbone)
-    if config is None:
-        return
-    for profile in spec.profiles:
-        _, h, w = profile.opt
-        check_size(config, h, w)
 
 
 def _parse_only(trt: TrtBackend, onnx_path: Path) -> None:
@@ -464,7 +269,8 @@ def _monitor(trt: TrtBackend, progress: _Progress) -> tensorrt.IProgressMonitor:
 
 
 def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptions, plan: BuildPlan,
-           key: str, target: Path, say: Report) -> EngineMetadata:
+           key: str, target: Path, say: Report) -> tuple[bytes, EngineMetadata]:
+    """Parse, check and build; returns the engine bytes and the sidecar for `target` (written by the caller)."""
     m = trt.module
     log = CapturedLog()
     logger = trt.make_logger(log)
@@ -532,7 +338,7 @@ def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptio
         if got != want:
             raise EngineError(f"{trt} read profile {profile} back as {got}, set as {want}")
         readback.append(got)
-    applied = _config_read_back(trt, config, plan, options)
+    applied = config_read_back(trt, config, plan, options)
     progress = _Progress(say)
     if trt.has_progress_monitor:
         config.progress_monitor = _monitor(trt, progress)
@@ -554,7 +360,7 @@ def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptio
     del serialized
     say(f"  built in {build_seconds:.1f} s ({len(data) / 2**20:.1f} MiB)")
 
-    sparsity = _sparsity_report(trt, data, options, log)
+    sparsity = sparsity_report(trt, data, options, log)
     if options.sparse:
         say(f"  sparsity: {sparsity['report']}")
     meta = EngineMetadata(
@@ -580,86 +386,7 @@ def _build(trt: TrtBackend, info: OnnxInfo, spec: ShapeSpec, options: BuildOptio
         lseg_encoder_version=__version__,
         build_log=[msg for msg in log.at_least("INFO") if not msg.startswith("-" * 10)][:80],
     )
-    with atomic_path(target, expected_bytes=len(data)) as tmp:
-        tmp.write_bytes(data)
-    _write_sidecar_or_drop(meta, target)
-    say(f"  wrote {target} (+ {sidecar_path(target).name}) in {time.perf_counter() - t0:.1f} s total")
-    return meta
+    say(f"  engine ready in {time.perf_counter() - t0:.1f} s total")
+    return data, meta
 
 
-def _config_read_back(trt: TrtBackend, config: tensorrt.IBuilderConfig, plan: BuildPlan,
-                      options: BuildOptions) -> dict:
-    """Read every option back from the builder config; an option that did not stick is an error."""
-    m = trt.module
-    flags = [f for f in plan.builder_flags if config.get_flag(getattr(m.BuilderFlag, f))]
-    tactics = int(config.get_tactic_sources()) if hasattr(config, "get_tactic_sources") else None
-    out: dict[str, Any] = {"builder_flags": flags,
-           "workspace": int(config.get_memory_pool_limit(m.MemoryPoolType.WORKSPACE)),
-           "tactic_sources_mask": tactics,
-           "optimization_level": getattr(config, "builder_optimization_level", None)}
-    if trt.has_compute_capability_targets:
-        count = config.num_compute_capabilities  # type: ignore[attr-defined]  # RTX API, not in the stubs
-        out["compute_capabilities"] = [
-            str(config.get_compute_capability(i).name)  # type: ignore[attr-defined]  # RTX API, not in the stubs
-            for i in range(count)]
-    problems = []
-    if flags != plan.builder_flags:
-        problems.append(f"flags {sorted(set(plan.builder_flags) - set(flags))} did not stick")
-    if out["workspace"] != options.workspace:
-        problems.append(f"workspace reads back as {out['workspace']} bytes, not {options.workspace}")
-    if plan.optimization_level is not None and out["optimization_level"] != plan.optimization_level:
-        problems.append(f"optimization level reads back as {out['optimization_level']}")
-    if plan.compute_capabilities is not None and out["compute_capabilities"] != [
-            "SM" + cc.replace(".", "") for cc in plan.compute_capabilities]:
-        problems.append(f"compute capabilities read back as {out['compute_capabilities']}")
-    if problems:
-        raise EngineError(f"{trt} did not apply the requested options: {'; '.join(problems)}")
-    return out
-
-
-def _sparsity_report(trt: TrtBackend, data: bytes, options: BuildOptions, log: CapturedLog) -> dict:
-    """How many layers chose sparse tactics, when the backend says; otherwise say why it is unknown.
-
-    LSeg weights are dense, so SPARSE_WEIGHTS is expected to change nothing; this reports what
-    TensorRT did rather than implying a speed-up.
-    """
-    out: dict[str, Any] = {"requested": options.sparse, "layers_total": None, "layers_sparse": None, "log": []}
-    out["log"] = [msg for msg in log.at_least("INFO")
-                  if "(Sparsity)" in msg or "sparse implementation" in msg]
-    counts, why_not = inspect_layers(trt, data)
-    if counts is not None:
-        out["layers_total"], out["layers_sparse"] = counts
-        out["report"] = f"{counts[1]} of {counts[0]} layers chose sparse tactics (IEngineInspector)"
-    elif out["log"]:
-        out["report"] = "builder log: " + " | ".join(out["log"])
-    else:
-        out["report"] = f"not available: the builder logged no sparsity summary and {why_not}"
-    return out
-
-
-def inspect_layers(trt: TrtBackend, data: bytes) -> tuple[tuple[int, int] | None, str]:
-    """((total layers, layers whose tactic name says sparse), '') via IEngineInspector, or (None, why)."""
-    if not trt.has_engine_inspector:
-        return None, f"{trt} has no IEngineInspector"
-    ok, reason = cuda_available()
-    if not ok:
-        return None, f"the engine cannot be deserialised for IEngineInspector here ({reason})"
-    cc = current_compute_capability()
-    if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
-        return None, f"{trt} cannot load engines on this GPU (compute capability {cc})"
-    import json
-
-    log = CapturedLog()
-    runtime = trt.module.Runtime(trt.make_logger(log))
-    engine = runtime.deserialize_cuda_engine(data)
-    if engine is None:
-        return None, "deserialize_cuda_engine failed: " + ("; ".join(log.errors()) or "no reason logged")
-    inspector = engine.create_engine_inspector()
-    try:
-        info = json.loads(inspector.get_engine_information(trt.module.LayerInformationFormat.JSON))
-    except ValueError:
-        return None, "IEngineInspector returned no JSON layer information"
-    layers = info.get("Layers", [])
-    sparse = sum(1 for layer in layers
-                 if isinstance(layer, dict) and "sparse" in str(layer.get("TacticName", "")).lower())
-    return (len(layers), sparse), ""

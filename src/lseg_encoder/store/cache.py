@@ -52,15 +52,23 @@ def artifact_key(key: dict) -> str:
 
 def cached_artifact(kind: str, key: dict, build: Callable[[Path], object], suffix: str, *,
                     root: Path | None = None, stem: str = "", name: str | None = None,
-                    verify: Callable[[Path], object] | None = None) -> Path:
+                    verify: Callable[[Path], object] | None = None,
+                    progress: Callable[[str], None] | None = None) -> Path:
     """The artefact for `key`, built once. `name` fixes the file name (the key is still recorded);
-    otherwise it is `<stem><key hash><suffix>`."""
-    from filelock import FileLock
+    otherwise it is `<stem><key hash><suffix>`. `progress` hears when another process holds the lock."""
+    from filelock import FileLock, Timeout
 
     folder = Path(root) if root else cache_dir(kind)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (name or f"{stem}{artifact_key(key)}{suffix}")
-    with FileLock(str(path) + ".lock"):
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if progress:
+            progress(f"waiting for another process building the same artefact (lock {lock.lock_file}) ...")
+        lock.acquire()
+    try:
         if path.exists() and verify is not None:
             try:
                 verify(path)
@@ -71,4 +79,6 @@ def cached_artifact(kind: str, key: dict, build: Callable[[Path], object], suffi
                 build(tmp)
             write_bytes_atomic(folder / f"{path.name}.key.json",
                                json.dumps(key, indent=1, sort_keys=True, default=str).encode())
+    finally:
+        lock.release()
     return path

@@ -2,14 +2,13 @@
 
 With ViT-L/16 the cache reaches about 5 GB (a 1.7 GB synthetic checkpoint, fp32 and fp16 ONNX
 files, engines) without saying so; this lists each kind with sizes and frees it. Clearing never
-touches anything outside the cache root (an engine cache set by $LSEG_ENGINE_CACHE elsewhere, a
-symlinked kind folder), never removes lock files (another process may hold one) and never removes
-the temp file of a writer that is still running. Everything cleared is rebuilt when needed.
+touches anything outside the cache root (a kind folder that is a symlink elsewhere), never removes
+lock files (another process may hold one) and never removes the temp file of a writer that is still
+running. Everything cleared is rebuilt when needed.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from ..errors import LsegError
 from .cache import cache_root
 
-# kind -> what its folder holds (the folder is `<root>/<kind>`; engines honour $LSEG_ENGINE_CACHE)
+# kind -> what its folder `<root>/<kind>` holds (`build --engine-cache DIR` engines elsewhere are not listed)
 KINDS = {
     "synthetic": "synthetic checkpoints",
     "onnx": "ONNX files",
@@ -30,8 +29,6 @@ KINDS = {
 def kind_folder(kind: str) -> Path:
     if kind not in KINDS:
         raise LsegError(f"unknown cache kind {kind!r}; choose from {', '.join(KINDS)}")
-    if kind == "engines" and os.environ.get("LSEG_ENGINE_CACHE"):
-        return Path(os.environ["LSEG_ENGINE_CACHE"])
     return cache_root() / kind
 
 
@@ -96,15 +93,16 @@ def cache_inventory(kinds: list[str] | None = None) -> list[CacheKind]:
     out = []
     for kind in kinds or list(KINDS):
         folder = kind_folder(kind)
-        out.append(CacheKind(kind, folder, _items(folder), _inside(folder, root)))
+        inside = _inside(folder, root)
+        out.append(CacheKind(kind, folder if inside else folder.resolve(), _items(folder), inside))
     return out
 
 
 def clear_cache(kind: str | None = None) -> tuple[list[CachedItem], list[CacheKind]]:
     """Remove the artefacts of `kind` (all kinds when None); returns (removed, folders refused).
 
-    A folder outside the cache root (an engine cache set by $LSEG_ENGINE_CACHE, a symlinked kind
-    folder) is refused: named explicitly it is an error, in a clear-all it is skipped and returned.
+    A kind folder that resolves outside the cache root (a symlink) is refused: named explicitly it
+    is an error, in a clear-all it is skipped and returned.
     """
     removed, refused = [], []
     for entry in cache_inventory([kind] if kind else None):

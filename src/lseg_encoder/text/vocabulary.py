@@ -10,7 +10,7 @@ Speed (see docs/text.md): prompts are 2-6 tokens, so they are bucketed by length
 runs only its own context (never the padded 77), with the SOT position's keys/values shared by every
 prompt and the last block evaluated at the EOT query only (`TextTransformer.forward_same_length`).
 
-Cache: `cache_dir("vocab") / <key>.npy` (fp16, unit-norm rows) plus `<key>.words.json`, where the key
+Cache: `cache_dir("vocab") / <key>.npz` (fp16 unit-norm rows and the word list), where the key
 is a sha256 of the text-tower weights (`TextEncoder.digest`), the vocabulary file, `max_words`
 and `FORMAT` (which fixes the word-selection rule). Files are written atomically under a file lock.
 """
@@ -109,23 +109,28 @@ def vocabulary_embeddings(encoder: TextEncoder, *, max_words: int | None = None,
         words, prompts = vocabulary_prompts(max_words)
         feats = encode_prompts(encoder, prompts, batch_size, progress).astype(np.float16)
         return VocabularyEmbeddings(words, feats, key, None, False)
-    from filelock import FileLock
+    from ..store.cache import cached_artifact
 
-    from ..store.atomic import save_npy_atomic, write_bytes_atomic
-    from ..store.cache import cache_dir
-
-    folder = cache_dir("vocab")
-    npy, names = folder / f"{key[:40]}.npy", folder / f"{key[:40]}.words.json"
-    with FileLock(str(npy) + ".lock"):
-        if npy.exists() and names.exists():
-            stored = json.loads(names.read_text(encoding="utf-8"))
-            feats = np.load(npy)
-            if stored.get("key") == key and feats.shape == (len(stored["words"]), encoder.config.embed_dim):
-                return VocabularyEmbeddings(stored["words"], feats, key, npy, True)
+    def build(tmp: Path) -> None:
         words, prompts = vocabulary_prompts(max_words)
         feats = encode_prompts(encoder, prompts, batch_size, progress).astype(np.float16)
-        save_npy_atomic(npy, feats)
         meta = {"format": FORMAT, "key": key, "text_weights_sha256": encoder.digest, "max_words": max_words,
                 "words": words}
-        write_bytes_atomic(names, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
-    return VocabularyEmbeddings(words, feats, key, npy, False)
+        with open(tmp, "wb") as f:
+            np.savez(f, features=feats, meta=np.array(json.dumps(meta, ensure_ascii=False)))
+        built.append((words, feats))
+
+    def verify(path: Path) -> None:
+        words, feats = _read(path)
+        if feats.shape != (len(words), encoder.config.embed_dim):
+            raise ValueError(f"{path}: {feats.shape} features for {len(words)} words")
+
+    built: list = []
+    path = cached_artifact("vocab", {"vocabulary_key": key}, build, ".npz", name=f"{key[:40]}.npz", verify=verify)
+    words, feats = built[0] if built else _read(path)
+    return VocabularyEmbeddings(words, feats, key, path, not built)
+
+
+def _read(path: Path) -> tuple[list[str], np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(str(data["meta"]))["words"], data["features"]

@@ -117,13 +117,8 @@ def synthetic_checkpoint(path: str | Path, backbone: str = "clip_vitl16_384", of
 
 def default_synthetic_checkpoint(backbone: str = "clip_vitl16_384", offset: int = 0) -> Path:
     """The cached synthetic checkpoint used when no `--weights` is given (written once per cache)."""
-    from filelock import FileLock
+    from ..store.cache import cached_artifact
 
-    from ..store.cache import cache_dir
-
-    folder = cache_dir("synthetic")
-    path = folder / f"synthetic_{backbone}_offset{offset}.ckpt"
-    with FileLock(str(path) + ".lock"):
-        if not path.exists():
-            synthetic_checkpoint(path, backbone, offset)
-    return path
+    key = {"backbone": backbone, "offset": int(offset), "fill_rule": "reference README"}
+    return cached_artifact("synthetic", key, lambda tmp: synthetic_checkpoint(tmp, backbone, offset), ".ckpt",
+                           name=f"synthetic_{backbone}_offset{offset}.ckpt")
