@@ -48,6 +48,29 @@ def gpu(session):
     session.run("python", "-m", "lseg_encoder.cli", "bench", "--device", "cuda", "--backends",
                 "torch,torch-fp16,compiled", "--img_sizes", "260", "390", "520", "650", "780", "910",
                 "--iterations", "200", "--out", "reports/gpu/bench")
+    # latency ratios (tests/test_latency_ratios.py), gated against this GPU model's committed baseline
+    ratios = ["python", "-m", "pytest", "-rs", "--benchmark-only", "tests/test_latency_ratios.py",
+              "--benchmark-json=reports/gpu/latency_ratios.json"]
+    gpu_name, storage = gpu_baseline_folder()
+    if storage is not None:
+        ratios += [f"--benchmark-storage=file://{storage}", "--benchmark-compare",
+                   "--benchmark-compare-fail=median:15%"]
+    else:
+        session.log(f"regression gate SKIPPED: no baseline for GPU {gpu_name!r} under tests/benchmarks/ "
+                    "(record one with --benchmark-save and commit it as tests/benchmarks/<GPU>/0001_*.json)")
+    session.run(*ratios)
+
+
+def gpu_baseline_folder():
+    """(GPU model, tests/benchmarks/<model> if it holds a saved pytest-benchmark run, else None)."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
+    name = (subprocess.run(query, capture_output=True, text=True).stdout.strip().splitlines() or ["?"])[0]
+    folder = Path("tests/benchmarks") / re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+    return name, folder if list(folder.glob("[0-9][0-9][0-9][0-9]_*.json")) else None
 
 
 @nox.session

@@ -138,7 +138,7 @@ class AOTIBackend : public Backend {
   void prepare(const std::vector<int64_t>& shape) override {
     if (shape != input_shape_) {
       throw UserError(path_ + ": input shape " + shape_str(shape) + " does not match the package's static "
-                      "input shape " + shape_str(input_shape_) + " (re-package with --size H W)");
+                      "input shape " + shape_str(input_shape_) + " (re-package with --static BxHxW)");
     }
     auto options = at::TensorOptions().dtype(at::kFloat).device(device_);
     input_ = at::zeros(input_shape_, options);

@@ -13,8 +13,10 @@ import sys
 
 from .errors import LsegError
 
-COMMANDS = ("features", "segment", "wordfree", "export", "build", "compare", "verify", "bench", "package_aoti",
-            "cache")
+COMMANDS = (
+    "features", "extract", "segment", "wordfree", "export", "build", "compare", "verify", "bench", "package_aoti",
+    "cache",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

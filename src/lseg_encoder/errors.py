@@ -37,7 +37,13 @@ class EngineError(LsegError):
 
 
 class WriteError(LsegError):
-    """An output cannot be written: a folder in the way, no permission, a full or read-only disk."""
+    """An output cannot be written: a folder in the way, no permission, a full or read-only disk.
+
+    `errno` keeps the OS error code (ENOSPC for a full disk) for callers that react to one kind."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
 
 
 class BackendUnavailable(LsegError):

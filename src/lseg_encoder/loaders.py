@@ -88,7 +88,8 @@ def aoti_package(encoder: LSegEncoder, *, precision: str = "fp32", size: Size = 
     """The AOTInductor package of `encoder` at (batch, *size) from the artefact cache, keyed by
     everything that determines it (model code, weights, shape, precision, device, torch version,
     CPU ISA or GPU capability), compiled once."""
-    from .export.aoti import AOTI_METADATA_SCHEMA, GRAPH_REVISION, model_code_digest, package_aoti
+    from .export.aoti import GRAPH_REVISION, model_code_digest, package_aoti
+    from .export.metadata import AOTI_METADATA_SCHEMA
 
     if device == "cuda" and torch.cuda.is_available():
         target = "sm" + "".join(map(str, torch.cuda.get_device_capability()))

@@ -27,7 +27,7 @@ def resolve_weights(args) -> str:
     return str(default_synthetic_checkpoint(backbone))
 
 
-def _arg(parse):
+def size_type(parse):
     """An argparse type from one of `sizes`' parsers: its message becomes the usage error."""
     def convert(text: str):
         from ..errors import InputSizeError
@@ -45,7 +45,7 @@ def add_size_arg(parser: argparse.ArgumentParser, default: str, help: str = "inp
     """The one spelling of a size: `--size N|HxW`."""
     from ..sizes import parse_size
 
-    parser.add_argument("--size", type=_arg(parse_size), default=parse_size(default), metavar="N|HxW",
+    parser.add_argument("--size", type=size_type(parse_size), default=parse_size(default), metavar="N|HxW",
                         help=f"{help}, N or HxW (default {default})")
 
 
@@ -55,7 +55,7 @@ def add_sizes_arg(parser: argparse.ArgumentParser, default: list[str] | None, *a
     from ..sizes import parse_size
 
     shown = " ".join(default) if default else "see below"
-    parser.add_argument("--sizes", *aliases, dest="sizes", nargs="+", type=_arg(parse_size), metavar="N|HxW",
+    parser.add_argument("--sizes", *aliases, dest="sizes", nargs="+", type=size_type(parse_size), metavar="N|HxW",
                         default=[parse_size(s) for s in default] if default else None,
                         help=f"{help}, each N or HxW (default {shown})")
 
@@ -64,7 +64,7 @@ def add_shape_arg(parser: argparse.ArgumentParser, *flags: str, **kwargs) -> Non
     """The one spelling of a static artefact's input shape: BxHxW."""
     from ..sizes import parse_shape
 
-    parser.add_argument(*flags, type=_arg(parse_shape), metavar="BxHxW", **kwargs)
+    parser.add_argument(*flags, type=size_type(parse_shape), metavar="BxHxW", **kwargs)
 
 
 def backend_list(text: str) -> list[str]:

@@ -8,6 +8,13 @@ change when a backend is added.
 
 `activate()` raises `BackendUnavailable` with the exact reason when the backend cannot run on this
 machine (no CUDA, unsupported GPU, package missing); the test layer turns that into a skip.
+
+Host output (issue 13, end-to-end budget): the fp32 feature map is large (424 MB at 910 px), so
+the device -> host copy, not the model, dominates end-to-end time. `infer(..., out_dtype=torch.float16)`
+casts on the device before the copy (half the bytes; fp16 keeps ~3 significant digits of unit
+vectors, far inside the fp16 tolerance row), and `out=` copies into a caller's pinned buffer that is
+reused across calls (`host_buffer()` makes one). For a stream of frames, `runners.pipeline.stream_infer`
+overlaps the copy of frame i with the compute of frame i+1.
 """
 
 from __future__ import annotations
@@ -34,21 +41,37 @@ class InputSpec:
     max_shape: tuple[int, int, int, int] | None = None
 
 
-def to_host_tensor(t: torch.Tensor) -> torch.Tensor:
+def host_buffer(shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A host tensor for `infer(..., out=)`: pinned where CUDA exists (fast, asynchronous copies)."""
+    return torch.empty(tuple(shape), dtype=dtype, pin_memory=torch.cuda.is_available())
+
+
+def to_host_tensor(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Device -> host copy through pinned memory (torch's caching host allocator reuses the block),
-    several times faster than a copy into pageable memory for feature maps of tens of MB."""
-    if t.device.type != "cuda":
+    several times faster than a copy into pageable memory for feature maps of tens of MB. With
+    `out`, the copy lands in that host tensor (same shape and dtype), which is returned."""
+    if out is not None:
+        if out.device.type != "cpu" or out.shape != t.shape or out.dtype != t.dtype:
+            raise LsegError(f"out= must be a host tensor of shape {tuple(t.shape)} and dtype {t.dtype}, got "
+                            f"{out.device.type} {tuple(out.shape)} {out.dtype}")
+        out.copy_(t, non_blocking=t.device.type == "cuda" and out.is_pinned())
+    elif t.device.type != "cuda":
         return t
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    host.copy_(t, non_blocking=True)
-    torch.cuda.current_stream(t.device).synchronize()
-    return host
+    else:
+        out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        out.copy_(t, non_blocking=True)
+    if t.device.type == "cuda":
+        torch.cuda.current_stream(t.device).synchronize()
+    return out
 
 
 class Runner(abc.ABC):
     """Base class of all backends. Subclasses set `backend`, `precision`, `config` and `device`."""
 
     backend: str = "abstract"
+    # True where `_infer_impl` returns memory the next call overwrites (CUDA-graph pools): `infer`
+    # then copies it before handing it out, unless a cast or a host copy makes a new tensor anyway.
+    output_is_borrowed: bool = False
 
     def __init__(self, config: EncoderConfig, precision: str = "fp32", device: str | torch.device = "cpu"):
         self.config = config
@@ -83,17 +106,30 @@ class Runner(abc.ABC):
     def input_spec(self) -> InputSpec:
         return InputSpec("image", torch.float32, (None, 3, None, None))
 
-    def infer(self, x: torch.Tensor, *, to_host: bool = True) -> torch.Tensor:
-        """x (B,3,H,W) float32, normalised -> features (B, out_dim, h, w) float32.
+    def infer(self, x: torch.Tensor, *, to_host: bool = True, out_dtype: torch.dtype | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B,3,H,W) float32, normalised -> features (B, out_dim, h, w), float32 by default.
 
         With `to_host=False` the result stays on the runner's device (no copy), for device-only
-        timing and for pipelines that keep working on the GPU.
+        timing and for pipelines that keep working on the GPU. `out_dtype` (e.g. torch.float16)
+        casts on the device, before any copy. `out` (with `to_host=True`) is a host tensor to copy
+        into and return, reused across calls by the caller (see `host_buffer`).
         """
         if not self.is_active:
             raise LsegError(f"runner {self.name} is not active; call activate() or use `with runner:`")
+        if out is not None and not to_host:
+            raise LsegError("out= is a host buffer; it needs to_host=True")
         self.check_input(x)
-        out = self._infer_impl(x)
-        return to_host_tensor(out) if to_host else out
+        result = self.run_on_device(x, out_dtype, copy_borrowed=not to_host)
+        return to_host_tensor(result, out) if to_host else result
+
+    def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
+                      copy_borrowed: bool = True) -> torch.Tensor:
+        """The validated forward on the device, cast to `out_dtype`; no input check, no host copy."""
+        result = self._infer_impl(x)
+        if out_dtype is not None and out_dtype != result.dtype:
+            return result.to(out_dtype)
+        return result.clone() if self.output_is_borrowed and copy_borrowed else result
 
     def check_input(self, x: torch.Tensor) -> None:
         spec = self.input_spec

@@ -5,40 +5,63 @@ Why this shape: the model itself is compile-friendly (no hooks, fused SDPA, pos-
 the input shape, BatchNorm folded into the convs), so Inductor sees one graph; static shapes per
 bucket let it specialise kernels and let CUDA graphs remove launch gaps, which dominate below
 ~600 px. Compile time is recorded per bucket, separately from inference latency.
+
+Levers (issue 13), each measured on the H100 before it became a default (docs/benchmarks.md):
+`attention` pins the SDPA kernel baked into the graph ("auto" lets PyTorch choose: cuDNN on
+Hopper), `channels_last` converts the decoder's convs, `inductor` patches `torch._inductor.config`
+for the compile (e.g. {"coordinate_descent_tuning": True}), and precision "fp8" runs the ViT's
+big Linears as E4M3 GEMMs (`model.fp8`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import LsegError
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, fold_batchnorm
 from .torch_runner import TorchRunner, require_device
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float16}
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+ATTENTION = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION}
 
 
 class CompiledRunner(TorchRunner):
     backend = "compiled"
 
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
-                 config=None, fold_bn: bool = True, freezing: bool = True):
+                 config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
+                 channels_last: bool = False, inductor: dict | None = None):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
-        super().__init__(encoder, precision, device, config)
+        if attention not in ATTENTION:
+            raise LsegError(f"unknown attention kernel {attention!r}; use one of {', '.join(ATTENTION)}")
+        if precision not in _DTYPES:
+            raise LsegError(f"unknown precision {precision!r}; use one of {', '.join(_DTYPES)}")
+        super().__init__(encoder, "fp16" if precision == "fp8" else precision, device, config)
+        self.precision = precision
         self.mode = mode
         self.fold_bn = fold_bn
         self.freezing = freezing
+        self.attention = attention
+        self.channels_last = channels_last
+        self.inductor = dict(inductor or {})
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
 
     @property
     def name(self) -> str:
         return f"compiled-{self.precision}"
+
+    @property
+    def output_is_borrowed(self) -> bool:
+        return self.mode in ("reduce-overhead", "max-autotune")
 
     def _activate_impl(self) -> None:
         require_device(self.device)
@@ -48,12 +71,25 @@ class CompiledRunner(TorchRunner):
         if self.fold_bn:
             model = fold_batchnorm(model)
         self.model = LowPrecisionEncoder(model, _DTYPES[self.precision]).to(self.device).eval()
+        if self.precision == "fp8":
+            from ..model.fp8 import fp16_gemm_output_supported, use_fp8_linears
+
+            gemm = None if fp16_gemm_output_supported(self.device) else torch.bfloat16
+            use_fp8_linears(self.model, torch.float16, gemm)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     def _deactivate_impl(self) -> None:
         self.model = None
         self._compiled.clear()
+
+    def _attention_kernel(self):
+        """The SDPA backend is chosen when the graph is traced; the same context at call time keeps
+        any re-trace on the same kernel."""
+        backend = ATTENTION[self.attention]
+        return sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
 
     def _bucket(self, x: torch.Tensor):
         key = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
@@ -68,7 +104,7 @@ class CompiledRunner(TorchRunner):
             t0 = time.perf_counter()
             # freezing: weights become constants, so Inductor folds them (BN, casts) and picks conv layouts
             with torch.inference_mode(), torch._dynamo.config.patch(**limits), \
-                    torch._inductor.config.patch(freezing=self.freezing):
+                    torch._inductor.config.patch(freezing=self.freezing, **self.inductor), self._attention_kernel():
                 for _ in range(3):  # compile, then let CUDA-graph trees record and warm
                     fn(x)
             self.synchronize()
@@ -79,6 +115,7 @@ class CompiledRunner(TorchRunner):
     @torch.inference_mode()
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        out = self._bucket(x)(x)
-        # CUDA-graph outputs live in a pool that the next replay overwrites: hand out a copy
-        return out.clone() if self.mode in ("reduce-overhead", "max-autotune") else out
+        # CUDA-graph outputs live in a pool that the next replay overwrites: `output_is_borrowed`
+        # makes `Runner.infer` copy (or cast) them before handing them out
+        with self._attention_kernel():
+            return self._bucket(x)(x)

@@ -161,7 +161,7 @@ def write_error(target: str | os.PathLike, exc: OSError, *, written: int | None 
         why = exc.strerror or str(exc)
         if exc.filename and ".lseg-tmp-" not in str(exc.filename) and Path(exc.filename) != target:
             why += f" ({exc.filename})"
-    return WriteError(f"cannot write {target}: {why}")
+    return WriteError(f"cannot write {target}: {why}", errno.ENOSPC if code in _DISK_FULL else code)
 
 
 def describe_os_error(exc: OSError) -> str:

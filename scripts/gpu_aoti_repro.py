@@ -1,0 +1,61 @@
+"""Reduce the Python AOTIRunner crash on CUDA packages (exit 139, torch 2.11, issue 13).
+
+Packages the tiny encoder for CUDA (fp16 by default; precisions as arguments; 64x96), then loads each package in fresh
+subprocesses, one way each, and records exit status and the last stderr lines (faulthandler on):
+  raw        torch._inductor.aoti_load_package(path, device_index=0), then one forward;
+  raw-noidx  the same with the default device_index (-1);
+  runner     lseg_encoder's AOTIRunner(path).activate() and infer().
+Writes $OUT/aoti_repro.json.   PYTHONPATH=src python3 scripts/gpu_aoti_repro.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LOADERS = {
+    "raw": "import torch; m = torch._inductor.aoti_load_package({p!r}, device_index=0); "
+           "print(m(torch.randn(1, 3, 64, 96, device='cuda')).shape)",
+    "raw-noidx": "import torch; m = torch._inductor.aoti_load_package({p!r}); "
+                 "print(m(torch.randn(1, 3, 64, 96, device='cuda')).shape)",
+    "runner": "import torch; from lseg_encoder.runners.aoti_runner import AOTIRunner; "
+              "r = AOTIRunner({p!r}).activate(); print(r.infer(torch.randn(1, 3, 64, 96)).shape)",
+}
+
+
+def main() -> None:
+    import torch
+
+    from lseg_encoder.export.aoti import cached_aoti_package
+    from lseg_encoder.model import build_encoder
+
+    out = Path(os.environ.get("OUT", "out"))
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    enc = build_encoder("tiny").eval()
+    result = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "cases": []}
+    for precision in sys.argv[1:] or ["fp16"]:
+        t0 = time.perf_counter()
+        try:
+            path = cached_aoti_package(enc, (64, 96), 1, precision, "cuda", progress=None)
+        except Exception as exc:  # the packaging itself may be the defect
+            result["cases"].append({"precision": precision, "package_error": f"{type(exc).__name__}: {exc}"[:1500]})
+            continue
+        package_s = time.perf_counter() - t0
+        for name, code in LOADERS.items():
+            proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code.format(p=str(path))],
+                                  capture_output=True, text=True, timeout=120)
+            case = {"precision": precision, "loader": name, "package_s": round(package_s, 1), "rc": proc.returncode,
+                    "stdout": proc.stdout.strip()[-300:], "stderr_tail": proc.stderr.strip()[-2500:]}
+            result["cases"].append(case)
+            print(f"{precision} {name}: rc {proc.returncode} {case['stdout']}", flush=True)
+        (out / "aoti_repro.json").write_text(json.dumps(result, indent=1))
+    (out / "aoti_repro.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""One-call GPU measurement for issue 13: compiled-path levers, fp8, and the end-to-end host output.
+
+For each variant (a CompiledRunner configuration) and size: compile time, device-only latency (CUDA
+events), fidelity against eager fp32 (TF32 off) with the fp16 row of the tolerance table and label
+agreement, and a torch.profiler breakdown of the CUDA-graph replay by kernel class. The baseline
+variant also gets the end-to-end modes: fp32 host output (the old path), fp16 host output, fp16 into
+a reused pinned buffer, and the pipelined stream (fp16 and fp32). Results go to $OUT/levers.json
+after every step, so a run cut short still reports what it measured.
+
+    PYTHONPATH=src python3 scripts/gpu_levers.py --variants base,flash,fp8 --sizes 260 520 910
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from lseg_encoder.fidelity.metrics import feature_metrics
+from lseg_encoder.fidelity.tolerances import tolerance_for
+from lseg_encoder.model import build_encoder
+from lseg_encoder.runners import TorchRunner
+from lseg_encoder.runners.base import host_buffer
+from lseg_encoder.runners.compiled_runner import CompiledRunner
+from lseg_encoder.runners.pipeline import stream_infer, time_stream
+from lseg_encoder.suites.timing import encoder_flops, machine_info, time_runner
+from lseg_encoder.weights.checkpoint import RawCheckpoint, load_state_strict
+from lseg_encoder.weights.synthetic import synthetic_state_dict
+
+VARIANTS = {
+    "base": {},
+    "flash": {"attention": "flash"},
+    "efficient": {"attention": "efficient"},
+    "fp8": {"precision": "fp8"},
+    "fp8-flash": {"precision": "fp8", "attention": "flash"},
+    "coord": {"inductor": {"coordinate_descent_tuning": True}},
+    "chlast": {"channels_last": True},
+    "autotune": {"mode": "max-autotune"},
+}
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def kernel_class(name: str) -> str:
+    n = name.lower()
+    if any(k in n for k in ("sdpa", "flash", "fmha", "attn", "attention")):  # cuDNN's SDPA names say "fprop"
+        return "attention"
+    if any(k in n for k in ("fprop", "dgrad", "wgrad", "conv", "winograd", "implicit_convolve")):
+        return "conv"
+    if any(k in n for k in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "scaled_mm", "matmul", "sm90_")):
+        return "gemm"
+    if n.startswith("triton"):
+        return "triton"
+    if "memcpy" in n or "memset" in n:
+        return "copy"
+    return "other"
+
+
+def profile(runner, x_dev: torch.Tensor, reps: int = 10) -> dict:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    for _ in range(3):
+        runner.infer(x_dev, to_host=False)
+    torch.cuda.synchronize()
+    with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            runner.infer(x_dev, to_host=False)
+        torch.cuda.synchronize()
+    per_class, per_kernel, count = defaultdict(float), defaultdict(float), 0
+    for ev in prof.key_averages():
+        if ev.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = getattr(ev, "self_device_time_total", None)
+        us = ev.self_cuda_time_total if us is None else us
+        per_class[kernel_class(ev.key)] += us / reps / 1e3
+        per_kernel[ev.key[:90]] += us / reps / 1e3
+        count += ev.count
+    top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:15]
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
+    return {"ms_per_forward": dict(per_class), "kernels_per_forward": count / reps,
+            "sum_ms": sum(per_class.values()), "top": top, "table": table}
+
+
+def end_to_end(runner, x: torch.Tensor) -> dict:
+    res = {}
+    out_shape = runner.infer(x.cuda(), to_host=False).shape
+    for label, kw in (("fp32", {}), ("fp16", {"out_dtype": torch.float16})):
+        st = time_runner_kw(runner, x, **kw)
+        res[f"single_{label}"] = st
+    buf = host_buffer(out_shape, torch.float16)
+    res["single_fp16_reused_pinned"] = time_runner_kw(runner, x, out_dtype=torch.float16, out=buf)
+    xp = x.pin_memory()
+    res["single_fp16_pinned_in_and_out"] = time_runner_kw(runner, xp, out_dtype=torch.float16, out=buf)
+    res["stream_fp16"] = time_stream(runner, x, frames=30, out_dtype=torch.float16)
+    res["stream_fp32"] = time_stream(runner, x, frames=30, out_dtype=None)
+    # the stream returns what infer returns, frame by frame
+    frames = [x, x * 0.5, x.flip(-1)]
+    got = [t.clone() for t in stream_infer(runner, frames, out_dtype=torch.float16)]
+    res["stream_matches_infer"] = all(torch.equal(g, runner.infer(f, out_dtype=torch.float16))
+                                      for g, f in zip(got, frames))
+    return res
+
+
+def time_runner_kw(runner, x, iterations: int = 20, **kw) -> float:
+    for _ in range(3):
+        runner.infer(x, **kw)
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        runner.infer(x, **kw)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default="base,flash,fp8")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[260, 520, 910])
+    ap.add_argument("--e2e", default="base", help="variants that also get the end-to-end modes")
+    ap.add_argument("--profile", default="base,flash,fp8", help="variants that get a profiler breakdown")
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--deadline", type=float, default=540, help="seconds: start no new variant after this")
+    ap.add_argument("--name", default="levers")
+    args = ap.parse_args()
+    out = Path(os.environ.get("OUT", "out"))
+    out.mkdir(parents=True, exist_ok=True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    info = machine_info()
+    info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                                         "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    info["utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    log(f"{info['nvidia_smi']} torch {info['torch']}")
+    sd = synthetic_state_dict("clip_vitl16_384", include=lambda k: not k.startswith("net.clip"))
+    enc = build_encoder("clip_vitl16_384")
+    load_state_strict(enc, RawCheckpoint(Path("synthetic"), {k[4:]: v for k, v in sd.items()}), enc.config)
+    text = torch.nn.functional.normalize(torch.randn(10, 512, generator=torch.Generator().manual_seed(7)), dim=1)
+    results = {"machine": info, "args": vars(args), "eager_fp32": {}, "variants": {}}
+    save = lambda: (out / f"{args.name}.json").write_text(json.dumps(results, indent=1, default=str))  # noqa: E731
+    log("weights loaded")
+    eager = TorchRunner(enc, "fp32", "cuda").activate()
+    inputs, refs = {}, {}
+    for s in args.sizes:
+        inputs[s] = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(s)) * 2 - 1
+        refs[s] = eager.infer(inputs[s])
+        st = time_runner(eager, inputs[s], mode="device", warmup=3, iterations=15)
+        results["eager_fp32"][s] = {"device_ms": st.median_ms, "gflops": encoder_flops(enc.config, s, s) / 1e9}
+        log(f"eager fp32 {s}: {st.median_ms:.2f} ms")
+    eager.deactivate()
+    torch.cuda.empty_cache()
+    save()
+    tol = tolerance_for("fp16")
+    for spec in args.variants.split(","):
+        name, _, only = spec.partition("@")  # "chlast@520": that variant at 520 px only
+        sizes = [int(v) for v in only.split("/")] if only else args.sizes
+        if time.perf_counter() - T0 > args.deadline:
+            results["variants"][name] = "not run: deadline"
+            log(f"{name}: not run (deadline)")
+            continue
+        kw = dict(VARIANTS[name])
+        precision = kw.pop("precision", "fp16")
+        row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}}
+        try:
+            runner = CompiledRunner(enc, precision, "cuda", **kw).activate()
+            for s in sizes:
+                x = inputs[s]
+                x_dev = x.cuda()
+                runner.infer(x_dev, to_host=False)
+                got = runner.infer(x)
+                met = feature_metrics(got, refs[s], text)
+                st = time_runner(runner, x, mode="device", warmup=10, iterations=args.iterations)
+                cell = row[s] = {"device_ms": st.median_ms, "std_ms": st.std_ms, "p90_ms": st.p90_ms,
+                                 "compile_s": runner.compile_seconds.get((1, s, s)), "metrics": met.to_dict(),
+                                 "passes_fp16_row": met.pixel_cos_p01 >= tol.pixel_cos_p01
+                                 and met.label_agreement >= 0.995 and met.rel_l2 <= tol.rel_l2}
+                log(f"{name} {s}: {st.median_ms:.3f} ± {st.std_ms:.3f} ms, compile {cell['compile_s']:.1f} s, {met}")
+                if name in args.profile.split(","):
+                    cell["profile"] = profile(runner, x_dev)
+                    split = {k: round(v, 3) for k, v in cell["profile"]["ms_per_forward"].items()}
+                    log(f"  profile {json.dumps(split)} kernels/forward {cell['profile']['kernels_per_forward']}")
+                if name in args.e2e.split(","):
+                    cell["e2e_ms"] = end_to_end(runner, x)
+                    log(f"  e2e {json.dumps(cell['e2e_ms'], default=lambda v: round(v, 2))}")
+                save()
+            runner.deactivate()
+        except Exception as exc:  # one variant failing must not cost the others
+            row["error"] = f"{type(exc).__name__}: {str(exc)[:800]}"
+            log(f"{name} FAILED: {row['error']}")
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+        save()
+    log("done")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""`--devices`: one worker process per device, one shared queue, the parent keeps the manifest.
+
+Each process loads the model on its device and runs the local engine (`run_items`) over chunks
+claimed from ONE shared counter, so a faster GPU simply claims more chunks, and each chunk is the
+same batch whichever process takes it: outputs are identical to a single-device run. Workers write
+their own files and send finished-item records to the parent, which appends them to the manifest
+(one writer, no interleaved lines). `spawn` processes, because CUDA cannot be used after `fork`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+
+from ..errors import LsegError
+from .compute import JobSpec
+from .inputs import Item
+from .loader import new_counter
+from .manifest import Record
+from .pipeline import Output, StageTimes, run_items
+
+
+def _die_with_parent() -> None:
+    """Linux: a `kill -9` of the parent also ends this process (else it would keep a GPU busy)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker(spec: JobSpec, output: Output, plan: list[Item], counter, results) -> None:
+    """Entry point of one device process: everything it finishes goes back through `results`."""
+    _die_with_parent()
+    try:
+        times = run_items(spec, output, plan, counter, lambda r: results.put(("record", dataclasses.asdict(r))))
+        results.put(("done", dataclasses.asdict(times)))
+    except LsegError as exc:
+        results.put(("error", f"{spec.device}: {exc}"))
+    except BaseException as exc:  # a bug or an OOM in a child must still end the parent's wait
+        results.put(("error", f"{spec.device}: {exc.__class__.__name__}: {exc}"))
+        raise
+
+
+def run_devices(spec: JobSpec, output: Output, plan: list[Item], tally, devices: list[str]) -> StageTimes:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    counter = new_counter(ctx)
+    results = ctx.Queue()
+    # not daemonic: a device process starts its own decode workers
+    procs = [ctx.Process(target=_worker, args=(spec.on(d), output, plan, counter, results), name=f"lseg-{d}")
+             for d in devices]
+    for p in procs:
+        p.start()
+    stages, finished = StageTimes(), 0
+    try:
+        while finished < len(procs):
+            try:
+                kind, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead and results.empty():
+                    raise LsegError(f"device process {dead[0].name} died (exit code {dead[0].exitcode}); "
+                                    "finished items are kept, rerun to resume") from None
+                continue
+            if kind == "record":
+                tally(Record(**payload))
+            elif kind == "done":
+                stages.add(StageTimes(**payload))
+                finished += 1
+            else:
+                raise LsegError(payload)
+    finally:
+        for p in procs:
+            if p.is_alive() and finished < len(procs):
+                p.terminate()
+        for p in procs:
+            p.join(timeout=30)
+    return stages

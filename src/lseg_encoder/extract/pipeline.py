@@ -1,0 +1,143 @@
+"""The local engine on one device: decode (worker processes) -> compute (this thread) -> write
+(background threads), overlapping, with every finished item reported through `emit`.
+
+The same function runs in-process for one device and in each spawned process for `--devices`; the
+caller decides what `emit` does (append to the manifest and tick the bar, or send to the parent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .compute import FeatureComputer, JobSpec
+from .decode import Decoder, ItemFailure
+from .inputs import Item
+from .loader import chunk_loader
+from .manifest import Record
+from .sinks import BackgroundWriter, feature_path
+
+
+@dataclass
+class StageTimes:
+    """Seconds per stage. decode is summed over worker processes (CPU-seconds), so it can exceed
+    the wall time; `wait` is the time compute sat idle waiting for decoded pixels."""
+
+    decode: float = 0.0
+    wait: float = 0.0
+    compute: float = 0.0
+    write: float = 0.0
+    bytes: int = 0
+    load: float = 0.0
+
+    def add(self, other: StageTimes) -> None:
+        for name in ("decode", "wait", "compute", "write", "bytes", "load"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where and how items are stored."""
+
+    out: str
+    fmt: str = "npy"
+    sink: str = "files"  # "files" | "none" (compute and discard: a throughput measurement)
+    max_pixels: int | None = 50_000_000
+    workers: int = 2
+    fail_fast: bool = False
+
+
+def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: Callable[[Record], None],
+              computer: FeatureComputer | None = None) -> StageTimes:
+    """Process the chunks of `items` that this process claims from `counter`."""
+    times = StageTimes()
+    t0 = time.perf_counter()
+    own = computer is None
+    computer = computer or FeatureComputer(spec)
+    times.load = time.perf_counter() - t0
+    decoder = Decoder(spec.native_size, output.max_pixels)
+    loader = chunk_loader(items, chunk=spec.batch, decoder=decoder, counter=counter, workers=output.workers,
+                          stack=spec.native_size is not None, pin_memory=computer.device.type == "cuda")
+    writer = BackgroundWriter(output.fmt, enabled=output.sink == "files")
+    try:
+        stream = iter(loader)
+        while True:
+            t_wait = time.perf_counter()
+            chunk = next(stream, None)
+            times.wait += time.perf_counter() - t_wait
+            if chunk is None:
+                break
+            times.add(run_chunk(computer, spec, output, chunk, items, emit, writer))
+        writer.close()
+    finally:
+        writer.pool.shutdown(wait=True)
+        if own:
+            computer.close()
+    times.write, times.bytes = writer.seconds, writer.bytes
+    return times
+
+
+def run_chunk(computer: FeatureComputer, spec: JobSpec, output: Output, chunk, items: list[Item], emit,
+              writer: BackgroundWriter | None = None, offset: int = 0) -> StageTimes:
+    """One decoded chunk: record its failures, compute its features, queue its writes.
+
+    `items[index - offset]` is the item of a chunk index. Without a `writer` (Ray actors) the
+    writes are finished before returning, and their time and bytes are counted here.
+    """
+    times = StageTimes(decode=chunk.decode_seconds)
+    own_writer = writer is None
+    writer = writer or BackgroundWriter(output.fmt, enabled=output.sink == "files")
+    for index, reason in chunk.failures:
+        item = items[index - offset]
+        emit(Record(item.id, item.source, "failed", reason=reason))
+        if output.fail_fast:
+            raise ItemFailure(f"{item.id}: {reason} (--fail-fast)")
+    if chunk.indices:
+        t_compute = time.perf_counter()
+        mine = [items[i - offset] for i in chunk.indices]
+        if spec.native_size is not None:  # every image was resized to one size: one forward call
+            feats = computer.native_batch(chunk.pixels if chunk.stacked else torch.stack(chunk.pixels))
+        else:
+            feats = _per_image(computer, chunk, mine, emit, output.fail_fast)
+        times.compute = time.perf_counter() - t_compute
+        share = times.compute / len(mine)
+        out = Path(output.out)
+        for item, array in zip(mine, feats):
+            if array is not None:
+                writer.submit(feature_path(out, item.id, output.fmt), array, _on_written(item, array, share, emit))
+    if own_writer:
+        writer.close()
+        times.write, times.bytes = writer.seconds, writer.bytes
+    return times
+
+
+def _per_image(computer: FeatureComputer, chunk, items: list[Item], emit, fail_fast) -> list:
+    """Recipes other than native: crops of the whole chunk batched; if the recipe refuses one image,
+    the chunk is redone image by image so that only that image fails."""
+    from ..errors import LsegError
+
+    pixels = list(chunk.pixels)
+    try:
+        return computer.recipe_images(pixels)
+    except LsegError:
+        if fail_fast:
+            raise
+    results = []
+    for item, img in zip(items, pixels):
+        try:
+            results.append(computer.recipe_images([img])[0])
+        except LsegError as exc:
+            emit(Record(item.id, item.source, "failed", reason=str(exc)))
+            results.append(None)
+    return results
+
+
+def _on_written(item: Item, array, compute_share: float, emit):
+    def done(size: int, write_seconds: float) -> None:
+        emit(Record(item.id, item.source, "ok", shape=list(array.shape), dtype=str(array.dtype), bytes=size or None,
+                    seconds=round(compute_share + write_seconds, 6)))
+    return done

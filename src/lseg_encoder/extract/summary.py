@@ -1,0 +1,74 @@
+"""What a run did, as a dataclass (the API's return value) and as the CLI's closing lines."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from .manifest import Record
+from .pipeline import StageTimes
+
+
+@dataclass
+class ExtractSummary:
+    out: str | None
+    total: int  # items selected (after --shard)
+    skipped: int  # already done by an earlier run of the same configuration
+    ok: int
+    failed: int
+    seconds: float  # wall time of the processing stage (model loaded, items scheduled)
+    bytes: int
+    stages: StageTimes
+    device: str
+    backend: str
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.failed == 0 and self.ok + self.skipped == self.total
+
+    def lines(self) -> list[str]:
+        s = self.stages
+        out = [
+            f"{self.ok} ok, {self.failed} failed, {self.skipped} already done, of {self.total} items"
+            + (f" -> {self.out}" if self.out else ""),
+            f"{self.images_per_second:.2f} img/s on {self.device} ({self.backend}), {self.seconds:.1f} s, "
+            f"{self.bytes / 1e9:.3f} GB written",
+            f"stages: model load {s.load:.1f} s | decode {s.decode:.1f} s (worker CPU) | waiting for decode "
+            f"{s.wait:.1f} s | compute {s.compute:.1f} s | write {s.write:.1f} s (writer threads)",
+        ]
+        for item_id, reason in self.failures[:10]:
+            out.append(f"failed: {item_id}: {reason}")
+        if len(self.failures) > 10:
+            out.append(f"... and {len(self.failures) - 10} more failures: see manifest.jsonl")
+        return out
+
+
+class Tally:
+    """Counts finished items from any thread, feeding the manifest and the progress bar."""
+
+    def __init__(self, manifest=None, bar=None):
+        self.manifest = manifest
+        self.bar = bar
+        self.ok = 0
+        self.failed = 0
+        self.failures: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Record) -> None:
+        with self._lock:
+            if self.manifest is not None:
+                self.manifest.append(record)
+            if record.status == "ok":
+                self.ok += 1
+            else:
+                self.failed += 1
+                self.failures.append((record.id, record.reason or ""))
+            if self.bar is not None:
+                self.bar.update(1)
+                if self.failed:
+                    self.bar.set_postfix(failed=self.failed, refresh=False)
