@@ -294,6 +294,15 @@ def test_real_disk_full_export(tiny_disk, capsys, tiny_checkpoint):
     assert list(tiny_disk.iterdir()) == []
 
 
+def test_real_disk_full_torch_save(tiny_disk):
+    """torch.save's zip writer reports a full disk as a RuntimeError without errno; still disk full."""
+    from lseg_encoder.weights.synthetic import synthetic_checkpoint
+
+    with pytest.raises(WriteError, match=r"s.ckpt: disk full \(1.0 MB free, 1\d\d MB needed\)"):
+        synthetic_checkpoint(tiny_disk / "s.ckpt", "tiny")
+    assert list(tiny_disk.iterdir()) == []
+
+
 def test_real_disk_full_segment_leaves_neither_png_nor_json(tiny_disk, capsys, tiny_checkpoint):
     (tiny_disk / "filler").write_bytes(b"\0" * ((1 << 20) - 4 * 8192))  # a few pages left: the PNG cannot fit
     code, err = run_cli(capsys, "segment", "--weights", tiny_checkpoint, "--size", "64", "--labels", "a, b",

@@ -130,8 +130,8 @@ def _mb(nbytes: int) -> str:
     return f"{nbytes / MB:.1f} MB" if nbytes < 10 * MB else f"{nbytes / MB:.0f} MB"
 
 
-def disk_full_message(folder: Path, needed: int | None, at_least: bool = False) -> str:
-    free = _free_bytes(folder)
+def disk_full_message(folder: Path, needed: int | None, at_least: bool = False, free: int | None = None) -> str:
+    free = _free_bytes(folder) if free is None else free
     have = f"{_mb(free)} free" if free is not None else "free space unknown"
     if needed is None:
         return f"disk full ({have})"
@@ -139,13 +139,13 @@ def disk_full_message(folder: Path, needed: int | None, at_least: bool = False) 
 
 
 def write_error(target: str | os.PathLike, exc: OSError, *, written: int | None = None,
-                expected: int | None = None) -> WriteError:
+                expected: int | None = None, free: int | None = None) -> WriteError:
     """The one-line `WriteError` for an OSError met while writing `target` (or renaming onto it)."""
     target = Path(target)
     code = exc.errno
     if code in _DISK_FULL:  # the need is the expected size, or more than what got written
         needed = max(expected or 0, written or 0) or None
-        why = disk_full_message(target.parent, needed, at_least=not expected or (written or 0) >= expected)
+        why = disk_full_message(target.parent, needed, not expected or (written or 0) >= expected, free)
     elif code in (errno.EACCES, errno.EPERM):
         why = f"permission denied (folder {target.parent})"
     elif code == errno.EROFS:
@@ -225,15 +225,20 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None, *, expecte
         parts = _with_companions(tmp)
         written = _bytes_in(parts)
         torch_failure = isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURES)
-        full_before_cleanup = (_free_bytes(target.parent) or 0) < MB
+        # Free space once the temp is gone. Measured before removing it: a failed writer that is still
+        # referenced (torch's zip writer, held by the traceback) keeps its file open after the unlink.
+        free = _free_bytes(target.parent)
+        free = None if free is None else free + written
+        converting = isinstance(exc, OSError) or torch_failure
         for part in parts:
             _remove(part)
         if isinstance(exc, OSError) and exc.errno is not None:
-            raise write_error(target, exc, written=written, expected=expected_bytes) from None
-        if isinstance(exc, OSError) or torch_failure:  # no errno (numpy's tofile, torch's zip writer)
-            code = errno.ENOSPC if full_before_cleanup else errno.EIO
+            raise write_error(target, exc, written=written, expected=expected_bytes, free=free) from None
+        if converting:  # no errno (numpy's tofile, torch's zip writer)
+            code = errno.ENOSPC if free is not None and free - written < MB else errno.EIO
             why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            raise write_error(target, OSError(code, why), written=written, expected=expected_bytes) from None
+            raise write_error(target, OSError(code, why), written=written, expected=expected_bytes,
+                              free=free) from None
         raise
     if folder:
         _remove(tmp)
