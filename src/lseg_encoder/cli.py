@@ -1,7 +1,8 @@
 """`lseg-encoder` command line: a thin layer over the API.
 
 Each subcommand lives in `lseg_encoder.commands.<name>` and exposes `register(subparsers)`, which
-adds its parser and sets `func`. Errors caused by input (`LsegError`) print one line and exit 2.
+adds its parser and sets `func`. Errors caused by input (`LsegError`) or by the environment
+(`OSError`: a full disk, a missing permission) print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .errors import LsegError
 
 COMMANDS = (
     "features", "extract", "segment", "wordfree", "export", "build", "compare", "verify", "bench", "package_aoti",
+    "cache",
 )
 
 
@@ -43,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment (disk, permissions), not a bug: writers name their target
+        from .store.atomic import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

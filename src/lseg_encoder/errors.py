@@ -36,5 +36,15 @@ class EngineError(LsegError):
     """A TensorRT engine could not be built, or a stored engine does not fit this runtime."""
 
 
+class WriteError(LsegError):
+    """An output cannot be written: a folder in the way, no permission, a full or read-only disk.
+
+    `errno` keeps the OS error code (ENOSPC for a full disk) for callers that react to one kind."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
 class BackendUnavailable(LsegError):
     """A backend cannot run on this machine; the message is the exact reason (tests skip with it)."""

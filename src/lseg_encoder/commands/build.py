@@ -17,8 +17,9 @@ def register(sub) -> None:
     p = sub.add_parser("build", help="build a TensorRT / TensorRT-RTX engine (+ sidecar) from an ONNX",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True, help="encoder ONNX written by `lseg-encoder export`")
-    p.add_argument("--output", help="engine path (.trt), or a folder when several --static shapes are given "
-                   "(default: beside the ONNX, named <onnx-stem>__<options>_ws<N>MiB.trt)")
+    p.add_argument("--output", help="also place a copy of the engine (+ sidecar) here: a .trt path, or a folder "
+                   "(one file per shape, named <onnx-stem>__<options>_ws<N>MiB.trt). Default: no copy; the "
+                   "engine stays in the engine cache and its path is printed")
     p.add_argument("--trt-backend", choices=["tensorrt", "tensorrt_rtx"],
                    help="TensorRT flavour (default: tensorrt if importable, else tensorrt_rtx)")
     p.add_argument("--workspace", default="4GiB",
@@ -77,19 +78,18 @@ def run(args) -> int:
     say(f"backend: {backend} ({typing}{aot})")
     onnx = Path(args.onnx)
     for spec in specs:
-        output = None
+        output = None  # one copy only: the cached engine, unless a copy is asked for
         if args.output:
             output = Path(args.output)
             if len(specs) > 1 or output.is_dir():
                 output = output / engine_name(onnx, spec, options, backend)
-        else:
-            output = onnx.parent / engine_name(onnx, spec, options, backend)
         artifact = build_engine(onnx, spec, options, backend=backend, output=output,
                                 cache_dir=args.engine_cache, progress=say)
         meta = artifact.metadata
         state = "cache hit" if artifact.cache_hit else f"built in {meta.build['seconds']:.1f} s"
+        where = "" if output else " (in the engine cache; --output places a copy elsewhere)"
         say(f"{artifact.path}: {meta.precision} {meta.backend['flavour']} {meta.backend['version']} engine, "
-            f"{state}")
+            f"{state}{where}")
         print(artifact.path)
     return 0
 

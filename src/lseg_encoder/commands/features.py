@@ -21,9 +21,10 @@ def run(args) -> int:
     import torch
 
     from ..preprocess import preprocess, sample_image_path
-    from ..store.atomic import save_npy_atomic
+    from ..store.atomic import ensure_writable_parent, save_npy_atomic
     from ..weights.checkpoint import load_encoder
 
+    ensure_writable_parent(args.output)  # a folder in the way fails now, not after the forward pass
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone, device=args.device)
     x = preprocess(args.image or sample_image_path(), args.size, encoder.config)

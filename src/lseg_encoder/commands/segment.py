@@ -54,7 +54,11 @@ def write_outputs(image, result, output: str, meta: dict, title: str, max_legend
     result.meta.update(meta)
     render_segmentation(image, result, png, title=title, max_legend=max_legend)
     js = png.with_suffix(".json")
-    write_bytes_atomic(js, (json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    try:
+        write_bytes_atomic(js, (json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    except BaseException:
+        png.unlink(missing_ok=True)  # the pair is the result: no PNG without its JSON
+        raise
     return png, js
 
 
@@ -67,9 +71,12 @@ def run(args) -> int:
     from ..preprocess import load_image, preprocess, sample_image_path
     from ..segment import parse_labels, segment_features
     from ..sizes import check_size
+    from ..store.atomic import ensure_writable_parent
     from ..text import load_text_encoder
 
     labels = parse_labels(args.labels)  # cheap checks first: bad input fails before any loading
+    for path in (Path(args.output), Path(args.output).with_suffix(".json")):
+        ensure_writable_parent(path)
     image_path = args.image or sample_image_path()
     pil = load_image(image_path)
     weights = resolve_weights(args)

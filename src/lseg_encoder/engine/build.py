@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import BackendUnavailable, EngineError
-from ..store.atomic import atomic_path
+from ..store.atomic import atomic_path, ensure_writable_parent
 from ..store.cache import cached_artifact
 from .backend import CapturedLog, TrtBackend, dims, load_backend
 from .inspect import config_read_back, sparsity_report
@@ -84,6 +84,8 @@ def build_engine(onnx_path: str | Path, spec=None, options: BuildOptions | None 
         raise EngineError(f"{onnx_path}: not a readable ONNX model ({info.load_error})")
     plan = resolve_options(options, trt, info)
     check_sizes(info, spec)
+    if output is not None:
+        ensure_writable_parent(output)  # before a build of minutes
     name = default_engine_name(onnx_path, spec, options, plan.precision)
     key = cache_key(onnx_sha256=info.sha256, shapes=spec.to_json(), options=options.to_json(),
                     flavour=trt.flavour, version=trt.version, targets=plan.key_targets(), typing=plan.typing)
@@ -133,9 +135,9 @@ def build_engine(onnx_path: str | Path, spec=None, options: BuildOptions | None 
 
 
 def _write(target: Path, data: bytes, meta: EngineMetadata, say: Report) -> None:
-    with atomic_path(target) as tmp:
+    with atomic_path(target, expected_bytes=len(data)) as tmp:
         tmp.write_bytes(data)
-    meta.write(sidecar_path(target))
+    meta.write_beside(target)
     say(f"  wrote {target} (+ {sidecar_path(target).name})")
 
 
@@ -152,10 +154,10 @@ def _place_copy(src: Path, meta: EngineMetadata, dst: Path, say: Report) -> Path
         if existing and existing.engine["sha256"] == want and sha256_file(dst) == want:
             say(f"{dst} is already this engine")
             return dst
-    with atomic_path(dst) as tmp:
+    with atomic_path(dst, expected_bytes=src.stat().st_size) as tmp:
         shutil.copyfile(src, tmp)
     copy = EngineMetadata(**{**meta.to_json(), "engine": {**meta.engine, "file": dst.name}})
-    copy.write(dst_meta)
+    copy.write_beside(dst)
     say(f"wrote {dst} and {dst_meta.name}")
     return dst
 

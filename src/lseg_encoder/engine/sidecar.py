@@ -69,6 +69,14 @@ class EngineMetadata:
             tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
         return Path(path)
 
+    def write_beside(self, engine: str | Path) -> Path:
+        """The engine's sidecar; if it cannot be written the engine goes too (it could not be loaded)."""
+        try:
+            return self.write(sidecar_path(engine))
+        except BaseException:
+            Path(engine).unlink(missing_ok=True)
+            raise
+
     @classmethod
     def read(cls, path: str | Path) -> EngineMetadata:
         path = Path(path)

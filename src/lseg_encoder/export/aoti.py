@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from ..errors import BackendUnavailable, LsegError
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, placed
 from ..sizes import check_size
+from ..store.atomic import atomic_path, ensure_writable_parent
 from .metadata import AOTIPackageSpec
 
 PRECISIONS = ("fp32", "fp16")
@@ -113,6 +113,7 @@ def package_aoti(encoder: LSegEncoder, output: str | os.PathLike, size: tuple[in
     output = Path(output)
     if output.suffix != ".pt2":
         raise LsegError(f"{output}: an AOTInductor package must end in .pt2")
+    ensure_writable_parent(output)  # before minutes of export and compilation
     config: EncoderConfig = encoder.config
     height, width = size
     spec = AOTIPackageSpec(
@@ -131,11 +132,9 @@ def package_aoti(encoder: LSegEncoder, output: str | os.PathLike, size: tuple[in
     export_s = time.perf_counter() - t0
     _say(progress, f"package-aoti: exported in {export_s:.1f} s; compiling with AOTInductor "
                    "(tens of seconds on CPU for tiny, minutes for ViT-L)")
-    output.parent.mkdir(parents=True, exist_ok=True)
     # A private folder beside the target, renamed into place: nothing partial under the final name,
     # and the archive's root folder is the target's stem rather than a temp name.
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as tmp:
-        tmp_path = Path(tmp) / output.name
+    with atomic_path(output, folder=True) as tmp_path:
         t0 = time.perf_counter()
         with torch.no_grad():
             torch._inductor.aoti_compile_and_package(
@@ -143,7 +142,6 @@ def package_aoti(encoder: LSegEncoder, output: str | os.PathLike, size: tuple[in
                 inductor_configs={"aot_inductor.metadata": spec.to_metadata()},
             )
         compile_s = time.perf_counter() - t0
-        os.replace(tmp_path, output)
     result = AOTIPackageResult(output, spec, export_s, compile_s)
     _say(progress, f"package-aoti: compiled in {compile_s:.1f} s; wrote {output} "
                    f"({result.size_bytes / 2**20:.1f} MiB)")

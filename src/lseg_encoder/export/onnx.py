@@ -136,7 +136,7 @@ def export_onnx(
     nbytes = sum(p.numel() * p.element_size() for p in wrapper.parameters())
     external = nbytes > TWO_GB - (64 << 20)
     checks = []
-    with atomic_path(path) as tmp:
+    with atomic_path(path, expected_bytes=nbytes) as tmp:
         _save(model_proto, tmp, path, external)
         _full_check(tmp)
         if validate is not None:
@@ -169,8 +169,9 @@ def _save(model_proto, tmp: Path, final: Path, external: bool) -> None:
     import onnx
 
     if external:  # > 2 GB protobuf limit: tensors go to <final>.data beside the graph
+        # `<temp name>.data` is the temp's companion: removed with it on failure, and as stale after a kill
         onnx.save_model(model_proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=final.name + ".data.tmp", size_threshold=1024)
+                        location=tmp.name + ".data", size_threshold=1024)
     else:
         onnx.save_model(model_proto, str(tmp))
 
@@ -186,7 +187,7 @@ def _move_external_data(tmp: Path, final: Path) -> None:
             if entry.key == "location":
                 entry.value = final.name + ".data"
     onnx.save_model(model, str(tmp))
-    os.replace(tmp.parent / (final.name + ".data.tmp"), final.parent / (final.name + ".data"))
+    os.replace(tmp.parent / (tmp.name + ".data"), final.parent / (final.name + ".data"))
 
 
 def _full_check(path: Path) -> None:

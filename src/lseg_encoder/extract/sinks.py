@@ -1,6 +1,6 @@
 """Where features go: one file per item (`.npy` or `.safetensors`) mirroring the ids, or nowhere.
 
-Each file is written to `.<name>.<random>.part` beside its target and renamed into place, so a
+Each file is written to `.<name>.lseg-tmp-<pid>-<random>.part` beside its target and renamed into place, so a
 `kill -9` leaves either the whole file or a `.part` that the next run removes (only `.part` files
 named after its own targets). Writes run on a small thread pool, so the GPU does not wait on disk;
 the number of writes in flight is bounded, which bounds host memory.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LsegError
+from ..errors import LsegError, WriteError
 from ..store.atomic import atomic_path
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
@@ -45,10 +45,12 @@ def write_features(target: Path, array: np.ndarray, fmt: str) -> int:
                 from safetensors.numpy import save_file
 
                 save_file({TENSOR_KEY: np.ascontiguousarray(array)}, str(tmp))
-    except OSError as exc:
+    except WriteError as exc:  # the atomic writer's one line (disk full says MB free and needed)
         if exc.errno == errno.ENOSPC:
-            raise DiskFullError(f"disk full while writing {target}; completed items are intact, "
+            raise DiskFullError(f"{exc}; completed items are intact, "
                                 "free space and rerun the same command to resume") from None
+        raise
+    except OSError as exc:
         raise LsegError(f"cannot write {target}: {exc.strerror or exc}") from None
     return target.stat().st_size
 

@@ -10,6 +10,7 @@ so concurrent test workers or CLI calls never see half-written files. The key is
 everything that changes the artefact (weights fingerprint, precision, shapes, library versions, ...);
 it is stored beside the artefact as `<name>.key.json` for humans. An optional `verify(path)` hook
 checks a cached file before it is handed out; when it raises, the file is rebuilt in place.
+With ViT-L/16 the cache reaches about 5 GB; `store.inventory` (`lseg-encoder cache`) lists and clears it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import atomic_path
+from ..errors import LsegError
+from .atomic import atomic_path, write_bytes_atomic
 
 CACHE_ENV = "LSEG_CACHE_DIR"
 
@@ -36,7 +38,11 @@ def cache_root() -> Path:
 
 def cache_dir(*parts: str) -> Path:
     path = cache_root().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LsegError(f"cannot create the cache folder {path}: {exc.strerror or exc} "
+                        f"(set {CACHE_ENV} to a writable folder)") from None
     return path
 
 
@@ -71,7 +77,8 @@ def cached_artifact(kind: str, key: dict, build: Callable[[Path], object], suffi
         if not path.exists():
             with atomic_path(path, suffix=".tmp" + suffix) as tmp:
                 build(tmp)
-            (folder / f"{path.name}.key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+            write_bytes_atomic(folder / f"{path.name}.key.json",
+                               json.dumps(key, indent=1, sort_keys=True, default=str).encode())
     finally:
         lock.release()
     return path

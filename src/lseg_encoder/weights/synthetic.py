@@ -109,7 +109,8 @@ def synthetic_checkpoint(path: str | Path, backbone: str = "clip_vitl16_384", of
                            "note": "SYNTHETIC weights (reference fill rule), not a trained model"},
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
+    nbytes = sum(t.numel() * t.element_size() for t in ckpt["state_dict"].values())
+    with atomic_path(path, expected_bytes=nbytes) as tmp:
         torch.save(ckpt, tmp)
     return path
 
