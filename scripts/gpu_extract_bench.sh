@@ -29,13 +29,6 @@ extract)
   echo "== extract lseg-multiscale, 6 scales + flip, on 512x683, batch 16, --sink none"
   timeout 200 $CLI extract $DATA/512x683 --recipe lseg-multiscale --sink none --batch 16 --workers 8 --no-progress 2>&1 | quiet | tail -4
   ;;
-overlap)  # the native path again after the host copy was overlapped with compute (same-run baseline)
-  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  timeout 120 python3 scripts/bench_images.py $DATA/640x480 1024 480x640
-  timeout 200 $CLI bench --device cuda --no-progress --backends compiled --sizes 480 --batch 16 --iterations 30 \
-    --mode device --out "$OUT/bench" 2>&1 | quiet | tail -4
-  timeout 120 $CLI extract $DATA/640x480 --sink none --size 480 --batch 16 --workers 8 --no-progress 2>&1 | quiet | tail -4
-  ;;
 verify)
   for run in first warm; do
     echo "== verify --device cuda ($run run)"

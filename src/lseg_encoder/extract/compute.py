@@ -93,22 +93,6 @@ def validate(spec: JobSpec) -> None:
         make_recipe(spec)  # the recipe checks its own parameters
 
 
-class PendingBatch:
-    """A batch of stored feature maps whose copy to the host may still be in flight.
-
-    On CUDA the copy runs on a side stream into pinned memory, so the pipeline can launch the next
-    batch's compute before this one's copy is done (the copy of a 16 x 480 px fp16 batch moves about
-    1 GB, as long as the batch's compute); `arrays()` waits for the copy."""
-
-    def __init__(self, host: torch.Tensor, event=None):
-        self.host, self.event = host, event
-
-    def arrays(self) -> list[np.ndarray]:
-        if self.event is not None:
-            self.event.synchronize()
-        return list(self.host.numpy())
-
-
 class FeatureComputer:
     """The activated runner for one device, plus the steps between it and the writer."""
 
@@ -128,19 +112,14 @@ class FeatureComputer:
         mean, std = spec.config.mean_std
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-        self._copy_stream = None
 
     def close(self) -> None:
         self.runner.deactivate()
 
+    @torch.inference_mode()
     def native_batch(self, pixels: torch.Tensor, raw: bool = False) -> list[np.ndarray]:
         """(B, H, W, 3) uint8 (pinned when on CUDA) -> B stored feature maps (`raw`: float32 encoder
         output, before PCA, resize and cast; what the PCA basis is fitted on)."""
-        return self.native_batch_async(pixels, raw).arrays()
-
-    @torch.inference_mode()
-    def native_batch_async(self, pixels: torch.Tensor, raw: bool = False) -> PendingBatch:
-        """`native_batch` whose host copy is left in flight (see `PendingBatch`)."""
         count = int(pixels.shape[0])
         u8 = pixels.to(self.device, non_blocking=True)
         if self.pad_to and count < self.pad_to:
@@ -160,28 +139,19 @@ class FeatureComputer:
             outs = self.recipe.run_many(arrays, forward)
         else:
             outs = [self.recipe.run(a, forward) for a in arrays]
-        return [self._finish(torch.as_tensor(o).to(self.device)[None], raw).arrays()[0] for o in outs]
+        return [self._finish(torch.as_tensor(o).to(self.device)[None], raw)[0] for o in outs]
 
-    def _finish(self, feats: torch.Tensor, raw: bool = False) -> PendingBatch:
-        """PCA, resize, cast on the device; then one host copy for the batch, left in flight on CUDA."""
+    def _finish(self, feats: torch.Tensor, raw: bool = False) -> list[np.ndarray]:
+        """PCA, resize, cast on the device; then one host copy for the batch."""
+        from ..runners.base import to_host_tensor
+
         feats = feats.float()
-        if not raw:
-            if self.pca is not None:
-                feats = self.pca.project(feats)
-            if self.spec.feature_size is not None:
-                feats = torch.nn.functional.interpolate(feats, size=self.spec.feature_size, mode="bilinear",
-                                                        align_corners=False)
-            feats = feats.to(DTYPES[self.spec.dtype])
-        feats = feats.contiguous()
-        if feats.device.type != "cuda":
-            return PendingBatch(feats)
-        if self._copy_stream is None:
-            self._copy_stream = torch.cuda.Stream(self.device)
-        host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
-        self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self._copy_stream):
-            host.copy_(feats, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record(self._copy_stream)
-        feats.record_stream(self._copy_stream)  # the allocator keeps it until the copy has read it
-        return PendingBatch(host, done)
+        if raw:
+            return list(to_host_tensor(feats.contiguous()).numpy())
+        if self.pca is not None:
+            feats = self.pca.project(feats)
+        if self.spec.feature_size is not None:
+            feats = torch.nn.functional.interpolate(feats, size=self.spec.feature_size, mode="bilinear",
+                                                    align_corners=False)
+        host = to_host_tensor(feats.to(DTYPES[self.spec.dtype]).contiguous())
+        return list(host.numpy())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .compute import FeatureComputer, JobSpec, PendingBatch
+from .compute import FeatureComputer, JobSpec
 from .decode import Decoder, ItemFailure
 from .inputs import Item
 from .loader import chunk_loader
@@ -70,23 +70,16 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
     try:
         stream = iter(loader)
         started = time.perf_counter()
-        in_flight: StartedChunk | None = None  # one chunk's host copy overlaps the next chunk's compute
         while True:
             t_wait = time.perf_counter()
             chunk = next(stream, None)
             times.wait += time.perf_counter() - t_wait
             if chunk is None:
                 break
-            launched = start_chunk(computer, spec, output, chunk, items, emit)
-            if in_flight is not None:
-                times.add(finish_chunk(in_flight, output, emit, writer))
-            in_flight = launched
+            times.add(run_chunk(computer, spec, output, chunk, items, emit, writer))
             if not times.warmup_items:
-                times.add(finish_chunk(in_flight, output, emit, writer))
-                in_flight = None
+                computer.runner.synchronize()
                 times.warmup, times.warmup_items = time.perf_counter() - started, min(spec.batch, len(items))
-        if in_flight is not None:
-            times.add(finish_chunk(in_flight, output, emit, writer))
         writer.close()
     finally:
         writer.pool.shutdown(wait=True)
@@ -103,62 +96,30 @@ def run_chunk(computer: FeatureComputer, spec: JobSpec, output: Output, chunk, i
     `items[index - offset]` is the item of a chunk index. Without a `writer` (Ray actors) the
     writes are finished before returning, and their time and bytes are counted here.
     """
+    times = StageTimes(decode=chunk.decode_seconds)
     own_writer = writer is None
     writer = writer or BackgroundWriter(output.fmt, enabled=output.sink == "files")
-    started = start_chunk(computer, spec, output, chunk, items, emit, offset)
-    times = finish_chunk(started, output, emit, writer)
-    if own_writer:
-        writer.close()
-        times.write, times.bytes = writer.seconds, writer.bytes
-    return times
-
-
-@dataclass
-class StartedChunk:
-    """A chunk whose compute is launched and whose host copy may still be in flight."""
-
-    times: StageTimes
-    items: list
-    features: object = None  # PendingBatch (native) or a list of arrays (other recipes)
-
-
-def start_chunk(computer: FeatureComputer, spec: JobSpec, output: Output, chunk, items: list[Item], emit,
-                offset: int = 0) -> StartedChunk:
-    """Record the chunk's decode failures and launch its compute; `finish_chunk` queues the writes.
-
-    The local engine starts chunk i+1 before finishing chunk i, so the copy of one batch to the host
-    overlaps the compute of the next."""
-    times = StageTimes(decode=chunk.decode_seconds)
     for index, reason in chunk.failures:
         item = items[index - offset]
         emit(Record(item.id, item.source, "failed", reason=reason))
         if output.fail_fast:
             raise ItemFailure(f"{item.id}: {reason} (--fail-fast)")
-    if not chunk.indices:
-        return StartedChunk(times, [])
-    t_compute = time.perf_counter()
-    mine = [items[i - offset] for i in chunk.indices]
-    if spec.native_size is not None:  # every image was resized to one size: one forward call
-        feats = computer.native_batch_async(chunk.pixels if chunk.stacked else torch.stack(chunk.pixels))
-    else:
-        feats = _per_image(computer, chunk, mine, emit, output.fail_fast)
-    times.compute = time.perf_counter() - t_compute
-    return StartedChunk(times, mine, feats)
-
-
-def finish_chunk(started: StartedChunk, output: Output, emit, writer: BackgroundWriter) -> StageTimes:
-    """Wait for the chunk's features on the host and queue their writes."""
-    times = started.times
-    if not started.items:
-        return times
-    t_wait = time.perf_counter()
-    arrays = started.features.arrays() if isinstance(started.features, PendingBatch) else started.features
-    times.compute += time.perf_counter() - t_wait
-    share = times.compute / len(started.items)
-    out = Path(output.out)
-    for item, array in zip(started.items, arrays):
-        if array is not None:
-            writer.submit(feature_path(out, item.id, output.fmt), array, _on_written(item, array, share, emit))
+    if chunk.indices:
+        t_compute = time.perf_counter()
+        mine = [items[i - offset] for i in chunk.indices]
+        if spec.native_size is not None:  # every image was resized to one size: one forward call
+            feats = computer.native_batch(chunk.pixels if chunk.stacked else torch.stack(chunk.pixels))
+        else:
+            feats = _per_image(computer, chunk, mine, emit, output.fail_fast)
+        times.compute = time.perf_counter() - t_compute
+        share = times.compute / len(mine)
+        out = Path(output.out)
+        for item, array in zip(mine, feats):
+            if array is not None:
+                writer.submit(feature_path(out, item.id, output.fmt), array, _on_written(item, array, share, emit))
+    if own_writer:
+        writer.close()
+        times.write, times.bytes = writer.seconds, writer.bytes
     return times
 
 
