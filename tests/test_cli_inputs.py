@@ -84,7 +84,7 @@ def test_image_over_max_pixels_is_one_line(tmp_path, capsys, no_model):
     out = tmp_path / "s.png"
     line = one_error_line(capsys, main(["segment", "--backbone", "tiny", "--labels", "a, b", "--image", str(image),
                                         "--max-pixels", "50000", "--output", str(out)]))
-    assert "300x200 = 0.1 MP" in line and "--max-pixels" in line and not out.exists()
+    assert "300x200 = 60000 pixels, over --max-pixels 50000" in line and not out.exists()
 
 
 def test_tensorrt_is_checked_before_anything_is_built(tmp_path, capsys, no_model, monkeypatch):

@@ -213,13 +213,14 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeyp
     with pytest.raises(ImageError) as err:
         load_image(path)
     message = str(err.value)
-    assert "12000x12000 = 144.0 MP" in message and "limit of 50 MP" in message and "\n" not in message
+    assert "12000x12000 = 144000000 pixels, over --max-pixels 50000000 (144.0 MP > 50 MP)" in message
+    assert "\n" not in message
     assert decoded == []  # refused from the header alone
 
 
 def test_pixel_limit_is_configurable(tmp_path):
     path, _ = case_rgb(tmp_path)
-    with pytest.raises(ImageError, match="limit of 6e-05 MP"):
+    with pytest.raises(ImageError, match="over --max-pixels 60 "):
         load_image(path, max_pixels=60)
     assert load_image(path, max_pixels=H * W).size == (W, H)
 

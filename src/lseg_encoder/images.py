@@ -113,9 +113,10 @@ def array_to_rgb8(array: np.ndarray):
 
 
 def _too_large(what: str, width: int, height: int, max_pixels: int) -> ImageError:
-    return ImageError(f"{what}: image is {width}x{height} = {width * height / 1e6:.1f} MP, above the limit of "
-                      f"{max_pixels / 1e6:g} MP; pass a larger --max-pixels (max_pixels=) if this machine "
-                      "has the memory, or downscale the image")
+    pixels = width * height
+    return ImageError(f"{what}: image is {width}x{height} = {pixels} pixels, over --max-pixels {max_pixels} "
+                      f"({pixels / 1e6:.1f} MP > {max_pixels / 1e6:g} MP); pass a larger --max-pixels "
+                      "(max_pixels=) if this machine has the memory, or downscale the image")
 
 
 def check_pixels(what: str, width: int, height: int, max_pixels: int | None) -> None:
@@ -135,7 +136,7 @@ def read_image_file(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXEL
     if not path.is_file():
         raise ImageError(f"{path}: image file not found" if not path.exists() else f"{path}: not a file")
     if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file (0 bytes), not an image")
+        raise ImageError(f"{path}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
