@@ -155,3 +155,15 @@ def test_progress_without_a_terminal_prints_periodic_lines():
     assert lines[0] == "encoding vocabulary: 5 words ..." and "\r" not in sink.getvalue()
     assert lines[1].startswith("encoding vocabulary: 1/5 words (20%)")
     assert lines[-1].startswith("encoding vocabulary: 5/5 words (100%)") and lines[-1].endswith("done")
+
+
+def test_long_library_messages_are_shortened_only_at_a_sentence_end():
+    from lseg_encoder.errors import first_sentences
+
+    first = "The global posix.system is not allowed. "
+    long = first + "x" * 500 + " and the name at the end matters.\nsecond line with an IR dump"
+    assert first_sentences(RuntimeError(long), limit=100) == first.strip()
+    one_sentence = "y" * 400 + " posix.system"
+    assert first_sentences(RuntimeError(one_sentence), limit=100) == one_sentence  # kept whole, never cut
+    assert first_sentences(RuntimeError("short; fine\nmore")) == "short; fine"
+    assert first_sentences(RuntimeError("")) == "RuntimeError"

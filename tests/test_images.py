@@ -149,11 +149,6 @@ def case_rgb(tmp_path):
     return path, v
 
 
-def case_array_uint16(tmp_path):
-    v = RNG.integers(0, 65536, (H, W, 3), dtype=np.uint16)
-    return v, (v // 256).astype(np.uint8)
-
-
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
@@ -246,6 +241,15 @@ def test_unreadable_files_give_one_line(tmp_path, content, message):
     with pytest.raises(ImageError) as err:
         load_image(path)
     assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_arrays_must_say_what_they_are():
+    rgb = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(load_image(rgb)), rgb)
+    with pytest.raises(ImageError, match="HxWx3"):
+        load_image(rgb[..., 0])
+    with pytest.raises(ImageError, match="uint8"):
+        load_image(rgb.astype(np.float32))
 
 
 def test_missing_file_and_directory(tmp_path):

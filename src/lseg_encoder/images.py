@@ -22,7 +22,7 @@ orientation of phone photos is not applied. The rules here, in one place:
     viewer would show the picture; transparent areas do not turn into a hard black shape.
   - `CMYK`: `R = round((255 - C) * (255 - K) / 255)` and likewise G (M), B (Y), the naive inversion
     without a colour profile (Pillow undoes Adobe's inverted CMYK JPEGs while decoding).
-- Arrays: uint8 HxW, HxWx1, HxWx3, HxWx4; uint16 like `I;16`; float like `F`.
+- Arrays: HxWx3 uint8 only (an array has no mode to say what its values mean).
 """
 
 from __future__ import annotations
@@ -94,22 +94,16 @@ def to_rgb8(im):
 
 
 def array_to_rgb8(array: np.ndarray):
-    """A numpy image (see the module docstring for the accepted shapes and dtypes) -> RGB image."""
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or 0 in array.shape:
-        raise ImageError(f"expected an HxW, HxWx3 or HxWx4 image array, got shape {array.shape}")
-    if array.dtype == np.uint8:
-        eight = array
-    elif array.dtype in (np.uint16, np.int32, np.int64, np.uint32):
-        eight = sixteen_to_eight(array)
-    elif np.issubdtype(array.dtype, np.floating):
-        eight = float_to_eight(array)
-    else:
-        raise ImageError(f"unsupported image array dtype {array.dtype} (use uint8, uint16 or float)")
-    if eight.ndim == 3 and eight.shape[2] == 4:
-        eight = composite_over_background(eight)
-    return _rgb(eight)
+    """An HxWx3 uint8 array -> RGB image. Nothing else: an array carries no mode, so whether floats
+    mean [0, 1] or [0, 255], or 2 channels grey+alpha, cannot be known; wrap it in a Pillow image of
+    the right mode (`Image.fromarray(a, "I;16")`, ...) to use the rules above."""
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ImageError(f"expected an HxWx3 array, got shape {array.shape}; for other layouts pass a PIL image "
+                         "of the right mode")
+    if array.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 array, got {array.dtype}; for 16-bit or float pixels pass a PIL image "
+                         "of mode I;16 or F")
+    return _rgb(array)
 
 
 def _too_large(what: str, width: int, height: int, max_pixels: int) -> ImageError:
