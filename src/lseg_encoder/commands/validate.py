@@ -53,7 +53,7 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...], flag: 
 
     path = Path(path)
     if path.is_dir():
-        raise LsegError(f"{flag} {path} is a directory; give a file name such as {path / ('out' + suffixes[0])}")
+        ensure_writable_parent(path)  # raises the writer's one message for a directory in the way
     if suffixes and path.suffix.lower() not in suffixes:
         raise LsegError(f"{flag} must end in {' or '.join(suffixes)}, got {path}")
     ensure_writable_parent(path)
