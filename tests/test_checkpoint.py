@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 
@@ -108,7 +109,34 @@ def test_pickled_code_is_refused(tmp_path):
 
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, path)
-    with pytest.raises(CheckpointError, match="refused to unpickle"):
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    message = str(err.value)
+    assert re.search(r"global (builtins\.)?print\b.*would run code", message)  # names the global and why
+    assert "weights_only" not in message and "\n" not in message  # never suggests the unsafe switch
+    assert message.endswith(".")  # a whole sentence, not cut at a fixed width
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-non-zip", "zip"])
+def test_both_torch_save_formats_load_with_weights_only(tmp_path, tiny_state, legacy):
+    path = tmp_path / "tiny.pt"
+    torch.save({"state_dict": tiny_state}, path,
+               _use_new_zipfile_serialization=not legacy)
+    encoder = load_encoder(path, backbone="tiny")
+    for key, value in encoder.checkpoint_state_dict().items():
+        assert torch.equal(value, tiny_state[f"net.{key}"].to(value.dtype)), key
+
+
+def test_legacy_format_code_is_refused_too(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    path = tmp_path / "evil_legacy.pt"
+    torch.save({"payload": Evil()}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"global (posix|nt)\.system.*would run code"):
         read_checkpoint(path)
 
 

@@ -33,12 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not part of this build
             raise
         module.register(sub)
+    for subparser in sub.choices.values():  # so that main() can report errors with the subcommand's usage
+        subparser.set_defaults(subparser=subparser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # the top-level parser would print its own usage; the subcommand's is the useful one
+            args.subparser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse printed the usage error (or --help): hand its code back
         return int(exc.code or 0)
     try:

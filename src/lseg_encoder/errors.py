@@ -48,3 +48,20 @@ class WriteError(LsegError):
 
 class BackendUnavailable(LsegError):
     """A backend cannot run on this machine; the message is the exact reason (tests skip with it)."""
+
+
+def first_sentences(exc: BaseException | str, limit: int = 300) -> str:
+    """The first line of an exception's text, shortened only at a sentence end, never mid-sentence.
+
+    Library messages can be kilobytes long (a whole IR dump after the first line); slicing them at a
+    fixed width used to cut a name or a hint in half. If the first sentence alone is longer than
+    `limit`, it is kept whole.
+    """
+    text = str(exc).strip()
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if not line:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    if len(line) <= limit:
+        return line
+    ends = [i + 1 for i, ch in enumerate(line[:limit]) if ch in ".;:" and (i + 1 == len(line) or line[i + 1] == " ")]
+    return line[: ends[-1]] if ends else line[: line.find(". ") + 1] if ". " in line else line

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import images
 from .configs import EncoderConfig, get_config
-from .errors import ImageError
+from .images import DEFAULT_MAX_PIXELS
 from .sizes import check_size
 
 
@@ -28,27 +29,9 @@ def sample_image_path() -> Path:
     return Path(str(resources.files("lseg_encoder").joinpath("data", "sample_cat.jpg")))
 
 
-def load_image(image) -> PIL.Image.Image:  # noqa: F821
-    """A path, PIL image or HxWx3 uint8 array -> RGB PIL image (clear error for anything else)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ImageError(f"expected an HxWx3 array, got shape {image.shape}")
-        if image.dtype != np.uint8:
-            raise ImageError(f"expected a uint8 array, got {image.dtype}")
-        return Image.fromarray(image, "RGB")
-    path = Path(image)
-    if not path.is_file():
-        raise ImageError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot decode image ({exc.__class__.__name__}: {exc})") from None
+def load_image(image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PIL.Image.Image:  # noqa: F821
+    """A path, PIL image or numpy array -> RGB uint8 PIL image; the rules live in `images`."""
+    return images.load_image(image, max_pixels)
 
 
 def as_hw(size) -> tuple[int, int]:

@@ -3,6 +3,9 @@
 Always matplotlib's Agg backend through an explicit `Figure` (no pyplot state, never a window, safe
 on headless servers and in threads); the file is written atomically.
 
+Memory: the image and label map are reduced to at most `DISPLAY_MAX_SIDE` px before drawing
+(`display_view`), so the PNG costs the same for a 50 MP photo as for a thumbnail.
+
 Colours: up to 20 labels get distinct colours (tab20 without its greys) in area order, so the largest regions get the
 most distinct hues. Word-free results can find hundreds of words: the largest `max_legend - 1` keep
 their colours and all others are drawn in one grey, listed as a single legend entry, so the legend
@@ -18,6 +21,7 @@ import numpy as np
 from .store.atomic import atomic_path
 
 OTHERS_GREY = (0.62, 0.62, 0.62)
+DISPLAY_MAX_SIDE = 1600  # px of the input shown in the PNG: 4x the panel height at the default dpi
 
 
 def _palette(n: int) -> np.ndarray:
@@ -44,6 +48,21 @@ def legend_entries(labels: list[str], fractions: dict[str, float], max_legend: i
     return entries, colours
 
 
+def display_view(pil, label_map: np.ndarray, max_side: int = DISPLAY_MAX_SIDE):
+    """The image and label map reduced to what the PNG can show (integer factor, nearest labels).
+
+    The panels are ~400 px high, so drawing a 50 MP image at full resolution would only cost memory
+    (matplotlib makes float RGBA copies: gigabytes) for pixels the PNG cannot show.
+    """
+    factor = -(-max(pil.width, pil.height) // max_side)
+    if factor <= 1:
+        return pil, label_map
+    small = pil.reduce(factor)
+    rows = np.minimum(np.arange(small.height) * factor + factor // 2, label_map.shape[0] - 1)
+    cols = np.minimum(np.arange(small.width) * factor + factor // 2, label_map.shape[1] - 1)
+    return small, label_map[rows][:, cols]
+
+
 def render_segmentation(image, result, output: str | Path, *, title: str | None = None,
                         max_legend: int = 20, dpi: int = 100) -> Path:
     """Write the three-panel PNG for a `Segmentation` / `WordFreeSegmentation` and the image shown."""
@@ -51,13 +70,14 @@ def render_segmentation(image, result, output: str | Path, *, title: str | None 
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from .preprocess import load_image
+    from .images import load_image
 
-    pil = load_image(image)
+    pil = load_image(image, max_pixels=None)
     label_map = result.label_map
     if label_map.shape != (pil.height, pil.width):
         raise ValueError(f"label map {label_map.shape} does not match the image {(pil.height, pil.width)}")
     entries, colours = legend_entries(result.labels, result.fractions, max_legend)
+    pil, label_map = display_view(pil, label_map)
     mask = colours[label_map]
 
     aspect = pil.width / pil.height

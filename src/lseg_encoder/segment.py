@@ -65,11 +65,61 @@ def pixel_logits(image_features: torch.Tensor, text_features: torch.Tensor) -> t
 def label_maps(image_features: torch.Tensor, text_features: torch.Tensor,
                image_size: tuple[int, int] | None = None) -> torch.Tensor:
     """(B, H, W) int64 label indices at `image_size` (H, W) (default: the x2-upsampled size)."""
+    logits = upsampled_logits(image_features, text_features)
+    size = tuple(image_size) if image_size is not None else tuple(logits.shape[-2:])
+    return torch.stack([torch.from_numpy(resized_argmax(item, size)[0].astype(np.int64)) for item in logits])
+
+
+@torch.inference_mode()
+def upsampled_logits(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """Steps 1-2: (B, N, 2h, 2w) logits at the network input resolution (small: feature-map size)."""
     logits = pixel_logits(image_features, text_features)
-    logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
-    if image_size is not None and tuple(image_size) != tuple(logits.shape[-2:]):
-        logits = F.interpolate(logits, size=tuple(image_size), mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)
+    return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+
+
+def _bilinear_taps(n_in: int, n_out: int):
+    """Source indices and weights of `F.interpolate(mode="bilinear", align_corners=False)` on one axis."""
+    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    return i0, (i0 + 1).clamp(max=n_in - 1), src - i0
+
+
+def label_dtype(n_labels: int) -> np.dtype:
+    """The smallest unsigned type that indexes `n_labels` (uint8 up to 256: 1 byte per image pixel)."""
+    return np.dtype(np.uint8 if n_labels <= 256 else np.uint16 if n_labels <= 65536 else np.int32)
+
+
+@torch.inference_mode()
+def resized_argmax(logits: torch.Tensor, size: tuple[int, int], tile_bytes: int = 32 << 20):
+    """Step 3-4 in bounded memory: (N, h, w) logits -> (label map at `size`, per-label pixel counts).
+
+    The bilinear resize (align_corners=False, as `F.interpolate`) and the argmax are done a band of
+    output rows at a time, so memory stays ~`tile_bytes` whatever the image size: a 50 MP image
+    with 3 labels would otherwise need 600 MB of logits plus the int64 argmax (400 MB). The map is
+    uint8 for up to 256 labels.
+    """
+    n, h, w = logits.shape
+    height, width = size
+    out = np.empty((height, width), dtype=label_dtype(n))
+    counts = np.zeros(n, dtype=np.int64)
+    logits = logits.float()
+    if (h, w) == (height, width):
+        rows_at, cols_at = None, None
+    else:
+        rows_at, cols_at = _bilinear_taps(h, height), _bilinear_taps(w, width)
+    band = max(1, tile_bytes // (4 * max(1, n) * max(w, width) * 3))
+    for y in range(0, height, band):
+        sl = slice(y, min(height, y + band))
+        if rows_at is None:
+            values = logits[:, sl]
+        else:
+            (r0, r1, fy), (c0, c1, fx) = (t[sl] for t in rows_at), cols_at
+            rows = logits[:, r0] * (1 - fy)[None, :, None] + logits[:, r1] * fy[None, :, None]  # (N, t, w)
+            values = rows[:, :, c0] * (1 - fx) + rows[:, :, c1] * fx  # (N, t, W)
+        best = values.argmax(dim=0).numpy()
+        out[sl] = best
+        counts += np.bincount(best.ravel(), minlength=n)
+    return out, counts
 
 
 def label_fractions(label_map: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -79,7 +129,8 @@ def label_fractions(label_map: np.ndarray, labels: list[str]) -> dict[str, float
 
 @dataclass
 class Segmentation:
-    """One image's result; `label_map[y, x]` indexes `labels`, at the original image size."""
+    """One image's result; `label_map[y, x]` indexes `labels` (uint8 for up to 256 labels), at the size
+    of the image as displayed (EXIF orientation applied)."""
 
     labels: list[str]
     label_map: np.ndarray
@@ -99,8 +150,10 @@ def segment_features(image_features: torch.Tensor, text_features: torch.Tensor, 
         raise ValueError("segment_features takes one image; use label_maps for a batch")
     if len(labels) != text_features.shape[0]:
         raise ValueError(f"{len(labels)} labels but {text_features.shape[0]} text features")
-    label_map = label_maps(image_features, text_features, image_size)[0].numpy().astype(np.int32)
-    return Segmentation(list(labels), label_map, label_fractions(label_map, labels))
+    logits = upsampled_logits(image_features, text_features)[0]
+    label_map, counts = resized_argmax(logits, tuple(image_size))
+    fractions = {label: float(c) / label_map.size for label, c in zip(labels, counts)}
+    return Segmentation(list(labels), label_map, fractions)
 
 
 def segment_image(runner, text_encoder, image, labels: str | list[str], size) -> Segmentation:

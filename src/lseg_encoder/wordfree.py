@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .segment import label_dtype
+
 SLACK = 1e-4  # >> float32 rounding of the bound arithmetic and of a 512-term dot product (~1e-6)
 SPLIT_CANDIDATES = 1024  # a block with more candidates is split into quadrants (if it has > 4 pixels)
 RESULT_SCHEMA = "lseg-encoder/segmentation/v1"
@@ -179,19 +181,31 @@ class WordFreeSegmentation:
                 "fractions": self.fractions, **self.meta}
 
 
+def _nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output position under `F.interpolate(mode="nearest")` (one axis)."""
+    axis = torch.arange(n_in, dtype=torch.float32)[None, None, :, None]
+    return F.interpolate(axis, size=(int(n_out), 1), mode="nearest")[0, 0, :, 0].long().numpy()
+
+
 def wordfree_features(image_features: torch.Tensor, vocabulary, image_size: tuple[int, int]) -> WordFreeSegmentation:
     """One image's features (1, C, h, w) + `VocabularyEmbeddings` -> words sorted by area."""
     if image_features.dim() != 4 or image_features.shape[0] != 1:
         raise ValueError(f"expected features (1, C, h, w), got {tuple(image_features.shape)}")
-    best = vocabulary_argmax(image_features[0], vocabulary.features)
-    best = F.interpolate(best[None, None].float(), size=tuple(image_size), mode="nearest")[0, 0].long()
-    found, inverse, counts = np.unique(best.numpy(), return_inverse=True, return_counts=True)
+    best = vocabulary_argmax(image_features[0], vocabulary.features).numpy()
+    # nearest resize as index maps (exactly F.interpolate's "nearest"): the map at the image size is
+    # built once, in the smallest dtype, and areas are counted on the small map with row x column
+    # weights, so a 50 MP image costs 1-2 bytes per pixel instead of int64/float copies
+    rows, cols = (_nearest_indices(n, m) for n, m in zip(best.shape, image_size))
+    weight = np.bincount(rows, minlength=best.shape[0])[:, None] * np.bincount(cols, minlength=best.shape[1])[None]
+    found, inverse = np.unique(best, return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=weight.ravel()).astype(np.int64)
     order = np.argsort(-counts, kind="stable")  # largest area first; ties by vocabulary order
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    label_map = rank[inverse].reshape(best.shape).astype(np.int32)
+    small = rank[inverse].reshape(best.shape).astype(label_dtype(len(found)))
+    label_map = small[rows][:, cols]
     words = [vocabulary.words[found[i]] for i in order]
-    total = label_map.size
+    total = int(image_size[0]) * int(image_size[1])
     fractions = {word: float(counts[i]) / total for word, i in zip(words, order)}
     return WordFreeSegmentation(words, label_map, fractions, len(vocabulary.words))
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..configs import CONFIGS
-
 
 def add_weights_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="LSeg checkpoint (.ckpt/.pt/.pth/.safetensors); "
                         "omitted: clearly-labelled SYNTHETIC weights (cached)")
-    parser.add_argument("--backbone", choices=sorted(CONFIGS), help="backbone (default: inferred from the "
-                        "checkpoint; clip_vitl16_384 for synthetic weights)")
+    from .validate import PUBLIC_BACKBONES, backbone_name
+
+    parser.add_argument("--backbone", type=backbone_name, metavar="{" + ",".join(PUBLIC_BACKBONES) + "}",
+                        help="backbone (default: inferred from the checkpoint; clip_vitl16_384 for synthetic weights)")
 
 
 def resolve_weights(args) -> str:

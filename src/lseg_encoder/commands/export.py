@@ -19,17 +19,24 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..errors import LsegError
     from ..export.onnx import default_onnx_path
     from ..loaders import export_validated
     from ..store.fingerprint import sha256_file
     from ..weights.checkpoint import load_encoder
     from .common import say
+    from .validate import check_output_path, check_size_fits, planned_config
 
+    # everything that needs no model first: a bad argument fails before the checkpoint load and trace
+    if not 17 <= args.opset <= 23:
+        raise LsegError(f"--opset must be in 17..23, got {args.opset}")
+    batch, *size = args.static or (1, *args.size)
+    config = planned_config(args.weights, args.backbone)
+    check_size_fits(config, tuple(size), "cpu", batch=batch)
+    output = args.output or default_onnx_path(config.name, args.weights or None, args.precision, args.static)
+    check_output_path(output, (".onnx",))
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone)
-    batch, *size = args.static or (1, *args.size)
-    ckpt_name = weights if args.weights else None
-    output = args.output or default_onnx_path(encoder.config.name, ckpt_name, args.precision, args.static)
     export_validated(
         encoder, output, precision=args.precision, opset=args.opset, dynamic=args.static is None,
         batch=batch, size=tuple(size), check=args.check, checkpoint_sha256=sha256_file(weights), progress=say,

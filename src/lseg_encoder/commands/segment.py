@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .common import add_size_arg, add_weights_args, resolve_weights
+from .validate import add_max_pixels_arg
 
 
 def make_runner(backend: str, weights: str, backbone: str | None = None, device: str = "cpu",
@@ -32,7 +33,9 @@ def add_common_args(p) -> None:
     p.add_argument("--backend", default="torch", choices=list(BACKENDS),
                    help="runner that computes the image features (default torch)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--output", required=True, help="output PNG; a JSON with per-label fractions is written beside it")
+    p.add_argument("--output", help="output PNG; a JSON with per-label fractions is written beside it "
+                   "(default: reports/<command>/<image name>.png)")
+    add_max_pixels_arg(p)
 
 
 def register(sub) -> None:
@@ -42,15 +45,11 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def write_outputs(image, result, output: str, meta: dict, title: str, max_legend: int = 20) -> tuple[Path, Path]:
+def write_outputs(image, result, output, meta: dict, title: str, max_legend: int = 20) -> tuple[Path, Path]:
     from ..render import render_segmentation
     from ..store.atomic import write_bytes_atomic
 
     png = Path(output)
-    if png.suffix.lower() != ".png":
-        from ..errors import LsegError
-
-        raise LsegError(f"--output must be a .png file, got {png}")
     result.meta.update(meta)
     render_segmentation(image, result, png, title=title, max_legend=max_legend)
     js = png.with_suffix(".json")
@@ -62,34 +61,59 @@ def write_outputs(image, result, output: str, meta: dict, title: str, max_legend
     return png, js
 
 
-def describe(args, weights: str, runner, text_encoder, image_path) -> dict:
+def prepare(args, command: str):
+    """Every check that needs no model, in order of cost; returns (output PNG, image path, config).
+
+    Runs before the checkpoint is read and before any ONNX export or engine build, so bad input fails
+    in well under a second with one line.
+    """
+    from ..preprocess import sample_image_path
+    from .validate import (
+        check_backend_can_execute,
+        check_max_pixels,
+        check_output_path,
+        check_size_fits,
+        default_output,
+        planned_config,
+    )
+
+    check_max_pixels(args.max_pixels)
+    image_path = args.image or sample_image_path()
+    output = check_output_path(args.output or default_output(command, image_path), (".png",))
+    check_output_path(output.with_suffix(".json"), (".json",))  # the JSON beside it
+    check_backend_can_execute(args.backend, args.device)
+    config = planned_config(args.weights, args.backbone)
+    check_size_fits(config, args.size, args.device)
+    return output, image_path, config
+
+
+def describe(args, weights: str, runner, text_encoder, image_path, pil) -> dict:
+    """Provenance for the JSON; `image_size` there is the displayed size (EXIF orientation applied)."""
+    stored = pil.info.get("stored_size", (pil.width, pil.height))
     return {"image": str(image_path), "backbone": runner.config.name, "backend": runner.backend,
-            "size": list(args.size), "weights": str(weights), "synthetic_weights": text_encoder.synthetic}
+            "size": list(args.size), "weights": str(weights), "synthetic_weights": text_encoder.synthetic,
+            "exif_orientation": pil.info.get("exif_orientation", 1), "stored_size": [stored[1], stored[0]]}
 
 
 def run(args) -> int:
-    from ..preprocess import load_image, preprocess, sample_image_path
+    from ..preprocess import load_image, preprocess
     from ..segment import parse_labels, segment_features
-    from ..sizes import check_size
-    from ..store.atomic import ensure_writable_parent
     from ..text import load_text_encoder
 
     labels = parse_labels(args.labels)  # cheap checks first: bad input fails before any loading
-    for path in (Path(args.output), Path(args.output).with_suffix(".json")):
-        ensure_writable_parent(path)
-    image_path = args.image or sample_image_path()
-    pil = load_image(image_path)
+    output, image_path, _ = prepare(args, "segment")
+    pil = load_image(image_path, args.max_pixels)
     weights = resolve_weights(args)
     text_encoder = load_text_encoder(weights)
     text = text_encoder.encode_text(labels)
     runner = make_runner(args.backend, weights, args.backbone, args.device, tuple(args.size))
-    check_size(runner.config, *args.size)
     with runner:
         feats = runner.infer(preprocess(pil, args.size, runner.config))
     result = segment_features(feats, text, labels, (pil.height, pil.width))
-    meta = describe(args, weights, runner, text_encoder, image_path)
+    del feats
+    meta = describe(args, weights, runner, text_encoder, image_path, pil)
     title = f"{runner.config.name} / {runner.backend}" + ("  (SYNTHETIC weights)" if meta["synthetic_weights"] else "")
-    png, js = write_outputs(pil, result, args.output, meta, title)
+    png, js = write_outputs(pil, result, output, meta, title)
     summary = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions.items())
     print(f"wrote {png} and {js}: {summary}", file=sys.stderr)
     return 0

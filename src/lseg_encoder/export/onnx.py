@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ..configs import EncoderConfig
-from ..errors import ExportError
+from ..errors import ExportError, first_sentences
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder
 from ..sizes import check_size, round_to_valid
@@ -124,8 +124,7 @@ def export_onnx(
                 opset_version=opset, dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False,
             )
     except Exception as exc:  # the exporter raises many types; report one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"torch.onnx.export failed: {first[:300]}") from exc
+        raise ExportError(f"torch.onnx.export failed: {first_sentences(exc)}") from exc
     model_proto = program.model_proto
     meta = onnx_metadata(config, precision, opset, dynamic, size, batch, checkpoint_sha256,
                      getattr(encoder, "synthetic", False))

@@ -7,8 +7,6 @@ file is refused in microseconds instead of exhausting memory. Every failure beco
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from ..errors import LsegError
@@ -20,36 +18,16 @@ class ItemFailure(LsegError):
 
 
 def read_image(path: str, max_pixels: int | None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """The project's one image reader (`images`: header-checked pixel budget, EXIF orientation, every
+    mode converted by its documented rule); its one-line error, without the path, is the reason."""
+    from ..errors import ImageError
+    from ..images import read_image_file
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own budget applies below
-            with Image.open(path) as im:
-                w, h = im.size
-                if max_pixels and w * h > max_pixels:
-                    raise ItemFailure(f"image is {w}x{h} = {w * h} pixels, over --max-pixels {max_pixels}")
-                im.load()
-                rgb = im.convert("RGB")
-    except ItemFailure:
-        raise
-    except FileNotFoundError:
-        raise ItemFailure("file not found") from None
-    except Image.DecompressionBombError as exc:
-        raise ItemFailure(f"image too large to decode safely ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        kind = "empty file (0 bytes)" if _is_empty(path) else f"cannot decode image ({exc.__class__.__name__}: {exc})"
-        raise ItemFailure(kind) from None
+        rgb = read_image_file(path, max_pixels or None)
+    except ImageError as exc:
+        raise ItemFailure(str(exc).removeprefix(f"{path}: ")) from None
     return np.array(rgb, dtype=np.uint8)  # writable: torch.from_numpy warns on read-only arrays
-
-
-def _is_empty(path: str) -> bool:
-    import os
-
-    try:
-        return os.path.getsize(path) == 0
-    except OSError:
-        return False
 
 
 def resize_rgb(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -72,6 +72,7 @@ class LSegEncoder(nn.Module):
         self.scratch = Decoder(config.level_channels, config.features, config.out_dim)
         self.synthetic = False  # set by the loader for checkpoints written by `synthetic_checkpoint`
         self.source: str | None = None
+        self.autograd = False  # True: keep gradients in eval mode too (saliency, input optimisation)
 
     def forward_intermediates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every stage the reference set summarises: tokens_k (ViT), layer_k, path_k, head1, output."""
@@ -95,7 +96,13 @@ class LSegEncoder(nn.Module):
         return head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return normalize_channels(self.forward_head(x))
+        """Unit-norm features. In eval mode (as `load_encoder` returns it) this runs without autograd
+        unless `autograd` is set: the result is a plain tensor (`.numpy()` works) and no activations
+        are kept for a backward pass (~30 % less memory). Train mode and tracing are unaffected."""
+        if self.training or self.autograd or _tracing() or not torch.is_grad_enabled():
+            return normalize_channels(self.forward_head(x))
+        with torch.no_grad():
+            return normalize_channels(self.forward_head(x))
 
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """State dict under checkpoint key names (without `net.`)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..configs import get_config
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, first_sentences
 from ..export.metadata import INPUT_NAME, AOTIPackageSpec, PackageError, read_package_metadata
 from .base import InputSpec, Runner
 
@@ -51,8 +51,7 @@ class AOTIRunner(Runner):
         try:
             self.model = torch._inductor.aoti_load_package(str(self.package), device_index=index)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PackageError(f"{self.package}: cannot load the AOTInductor package: {first[:300]}") \
+            raise PackageError(f"{self.package}: cannot load the AOTInductor package: {first_sentences(exc)}") \
                 from None
 
     def _deactivate_impl(self) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..configs import get_config
-from ..errors import BackendUnavailable, ExportError
+from ..errors import BackendUnavailable, ExportError, first_sentences
 from ..export.metadata import check_ours, read_onnx_metadata
 from .base import InputSpec, Runner
 
@@ -47,7 +47,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:
-            raise ExportError(f"{self.path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0][:300]}") from None
+            raise ExportError(f"{self.path}: ONNX Runtime cannot load it: {first_sentences(exc)}") from None
         self.providers = self.session.get_providers()
         if self.providers[0] != "CPUExecutionProvider":
             self.device = torch.device("cuda")

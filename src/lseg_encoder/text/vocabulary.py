@@ -59,7 +59,7 @@ def vocabulary_prompts(max_words: int | None = None) -> tuple[list[str], list[li
 def encode_prompts(encoder: TextEncoder, prompts: list[list[int]], batch_size: int = 1024,
                    progress: bool = True) -> np.ndarray:
     """Unit-norm features (N, 512) float32 of prompts `[SOT, ..., EOT]` of any lengths."""
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
     model = encoder.model
     sot = prompts[0][0] if prompts else 0
@@ -70,8 +70,7 @@ def encode_prompts(encoder: TextEncoder, prompts: list[list[int]], batch_size: i
     for i, p in enumerate(prompts):
         by_length[len(p)].append(i)
     out = np.empty((len(prompts), model.config.embed_dim), dtype=np.float32)
-    with tqdm(total=len(prompts), desc="encoding vocabulary", unit="word", disable=not progress,
-              smoothing=0.1) as bar:
+    with progress_bar(len(prompts), "encoding vocabulary", "word", enabled=progress) as bar:
         for length in sorted(by_length):
             rows = by_length[length]
             for start in range(0, len(rows), batch_size):

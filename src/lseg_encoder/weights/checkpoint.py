@@ -10,6 +10,7 @@ code from the file is ever run.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..configs import CONFIGS, EncoderConfig, get_config
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_sentences
 from .synthetic import SYNTHETIC_MARKER
 
 
@@ -43,19 +44,34 @@ class RawCheckpoint:
     dropped_keys: list[str] = field(default_factory=list)  # non-`net.` keys of a Lightning dict
 
 
+def _refusal(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:
+    """One whole-sentence line naming what was refused; torch's advice to disable `weights_only` is
+    deliberately not repeated (following it would run the file's code)."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
+    if found:
+        return CheckpointError(
+            f"{path}: refused to load: the checkpoint names the Python global {found.group(1)}, and unpickling "
+            "it would run code from the file; an LSeg checkpoint needs only tensors and plain containers. "
+            "Re-save the weights as a state dict or .safetensors from a trusted copy.")
+    detail = next((line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line
+                   and not line.startswith(("Weights only load failed", "Check the documentation", "Please file"))),
+                  type(exc).__name__)
+    return CheckpointError(f"{path}: refused to load: it contains pickle content the safe loader does not accept "
+                           f"({detail.rstrip('.')}), so it is not a plain checkpoint of tensors.")
+
+
 def _torch_load(path: Path):
+    """weights_only always; mmap only for the zip format (legacy non-zip checkpoints cannot be mapped)."""
     safe = [(_LightningPlaceholder, name) for name in LIGHTNING_GLOBALS]
     try:
         with torch.serialization.safe_globals(safe):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: refused to unpickle (it needs code we do not allow: {first[:200]})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {msg[:200]}") from None
+        raise _refusal(path, exc) from None
+    except Exception as exc:  # garbage fed to the legacy unpickler fails with any type (IndexError, KeyError...)
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
+                              f"{first_sentences(exc)}") from None
 
 
 def read_checkpoint(path: str | Path) -> RawCheckpoint:
