@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def write_outputs(image, result, output, meta: dict, title: str, max_legend: int = 20) -> tuple[Path, Path]:
-    from ..render import render_segmentation
+    from ..reports.figures import render_segmentation
     from ..store.atomic import write_bytes_atomic
 
     png = Path(output)
