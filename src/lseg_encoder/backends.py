@@ -63,7 +63,7 @@ def _onnxruntime_reason(device: str) -> str | None:
 
 
 def _tensorrt_reason(device: str) -> str | None:
-    from .runners.tensorrt_runner import execution_unavailable_reason
+    from .engine.backend import execution_unavailable_reason
 
     return execution_unavailable_reason(device)
 

@@ -256,6 +256,29 @@ def cuda_available() -> tuple[bool, str]:
     return True, f"CUDA device {torch.cuda.get_device_name()}"
 
 
+def execution_unavailable_reason(device=None, flavour: str | TrtBackend | None = None) -> str | None:
+    """Why no engine of this flavour can execute here (None: it can), checked without building or
+    loading anything: CUDA through torch, an importable runtime, and a GPU the flavour supports.
+    The one check behind the backend table's probe, the runner, the layer inspector and Polygraphy's
+    TrtRunner."""
+    import torch
+
+    ok, reason = cuda_available()
+    if not ok:
+        return f"TensorRT engines execute on CUDA only: {reason}"
+    if device is not None and torch.device(device).type != "cuda":
+        return f"TensorRT engines execute on CUDA devices, not {device}"
+    try:
+        trt = flavour if isinstance(flavour, TrtBackend) else load_backend(flavour)
+    except BackendUnavailable as exc:
+        return str(exc)
+    cc = current_compute_capability(device)
+    if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
+        return (f"{trt} does not run on compute capability {cc} ({torch.cuda.get_device_name(device)}); "
+                f"it supports {', '.join(trt.known_compute_capabilities())}")
+    return None
+
+
 def current_compute_capability(device=None) -> str | None:
     import torch
 

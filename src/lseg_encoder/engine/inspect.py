@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EngineError
-from .backend import CapturedLog, TrtBackend, cuda_available, current_compute_capability
+from .backend import CapturedLog, TrtBackend, execution_unavailable_reason
 from .options import BuildOptions
 from .plan import BuildPlan
 
@@ -68,12 +68,9 @@ def inspect_layers(trt: TrtBackend, data: bytes) -> tuple[tuple[int, int] | None
     """((total layers, layers whose tactic name says sparse), '') via IEngineInspector, or (None, why)."""
     if not trt.has_engine_inspector:
         return None, f"{trt} has no IEngineInspector"
-    ok, reason = cuda_available()
-    if not ok:
+    reason = execution_unavailable_reason(flavour=trt)
+    if reason:
         return None, f"the engine cannot be deserialised for IEngineInspector here ({reason})"
-    cc = current_compute_capability()
-    if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
-        return None, f"{trt} cannot load engines on this GPU (compute capability {cc})"
     import json
 
     log = CapturedLog()

@@ -218,20 +218,17 @@ def engine_flavour(engine_path: str | Path) -> str | None:
 
 def trt_runner_available(engine_path: str | Path) -> tuple[bool, str]:
     """(available, reason) for running `engine_path` here, with the same probes as the project's runner."""
-    from ..engine.backend import cuda_available, current_compute_capability, load_backend
+    from ..engine.backend import current_compute_capability, execution_unavailable_reason, load_backend
 
     try:
         require_polygraphy()
         trt = load_backend(engine_flavour(engine_path))
     except BackendUnavailable as exc:
         return False, str(exc)
-    ok, reason = cuda_available()
-    if not ok:
+    reason = execution_unavailable_reason(flavour=trt)
+    if reason:
         return False, f"{trt} cannot execute {Path(engine_path).name} here: {reason}"
-    cc = current_compute_capability()
-    if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
-        return False, f"{trt} does not run on compute capability {cc}"
-    return True, f"{trt} on compute capability {cc}"
+    return True, f"{trt} on compute capability {current_compute_capability()}"
 
 
 def polygraphy_trt(flavour: str | None):

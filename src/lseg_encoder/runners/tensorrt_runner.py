@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..configs import get_config
-from ..engine.backend import CapturedLog, TrtBackend, cuda_available, current_compute_capability, dims, load_backend
+from ..engine.backend import (
+    CapturedLog,
+    TrtBackend,
+    current_compute_capability,
+    dims,
+    execution_unavailable_reason,
+    load_backend,
+)
 from ..engine.options import Profile
 from ..engine.sidecar import EngineMetadata, sidecar_path, verify_engine
 from ..errors import BackendUnavailable, EngineError, InputSizeError, LsegError
@@ -235,22 +242,3 @@ class TensorRTRunner(Runner):
         self._graph.input.copy_(x)
         self._graph.graph.replay()
         return self._graph.output.clone()  # the graph's buffer is overwritten by the next call
-
-
-def execution_unavailable_reason(device: str | torch.device = "cuda", flavour: str | None = None) -> str | None:
-    """Why no TensorRT engine can execute on `device` here (None: it can), checked without building
-    anything: CUDA through torch, an importable runtime, and a GPU the flavour supports."""
-    ok, reason = cuda_available()
-    if not ok:
-        return f"TensorRT engines execute on CUDA only: {reason}"
-    if torch.device(device).type != "cuda":
-        return f"TensorRT engines execute on CUDA devices, not {device}"
-    try:
-        trt = load_backend(flavour)
-    except BackendUnavailable as exc:
-        return str(exc)
-    cc = current_compute_capability(torch.device(device))
-    if trt.has_compute_capability_targets and cc not in trt.known_compute_capabilities():
-        return (f"{trt} does not run on compute capability {cc} ({torch.cuda.get_device_name(device)}); "
-                f"it supports {', '.join(trt.known_compute_capabilities())}")
-    return None
