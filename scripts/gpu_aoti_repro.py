@@ -30,7 +30,7 @@ LOADERS = {
 def main() -> None:
     import torch
 
-    from lseg_encoder.export.aoti import cached_aoti_package
+    from lseg_encoder.loaders import aoti_package
     from lseg_encoder.model import build_encoder
 
     out = Path(os.environ.get("OUT", "out"))
@@ -41,7 +41,7 @@ def main() -> None:
     for precision in sys.argv[1:] or ["fp16"]:
         t0 = time.perf_counter()
         try:
-            path = cached_aoti_package(enc, (64, 96), 1, precision, "cuda", progress=None)
+            path = aoti_package(enc, size=(64, 96), precision=precision, device="cuda")
         except Exception as exc:  # the packaging itself may be the defect
             result["cases"].append({"precision": precision, "package_error": f"{type(exc).__name__}: {exc}"[:1500]})
             continue

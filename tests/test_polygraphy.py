@@ -67,9 +67,9 @@ def _break_resize(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_paths(tiny_encoder):
-    from lseg_encoder.export.onnx import cached_onnx
+    from lseg_encoder.loaders import onnx_file
 
-    return {p: cached_onnx(tiny_encoder, precision=p, dynamic=True) for p in ("fp32", "fp16")}
+    return {p: onnx_file(tiny_encoder, precision=p, dynamic=True) for p in ("fp32", "fp16")}
 
 
 @pytest.fixture(scope="session")
