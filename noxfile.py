@@ -46,7 +46,7 @@ def gpu(session):
                 "--fidelity-backbone", "clip_vitl16_384", "--fidelity-report", "reports/gpu/fidelity",
                 "tests/test_fidelity.py", *session.posargs)
     session.run("python", "-m", "lseg_encoder.cli", "bench", "--device", "cuda", "--backends",
-                "torch,torch-fp16,compiled", "--img_sizes", "260", "390", "520", "650", "780", "910",
+                "torch,torch-fp16,compiled", "--sizes", "260", "390", "520", "650", "780", "910",
                 "--iterations", "200", "--out", "reports/gpu/bench")
     # latency ratios (tests/test_latency_ratios.py), gated against this GPU model's committed baseline
     ratios = ["python", "-m", "pytest", "-rs", "--benchmark-only", "tests/test_latency_ratios.py",

@@ -6,8 +6,8 @@ set -u
 OUT=${OUT:-reports/gpu}
 SIZES="260 390 520 650 780 910"
 run() { timeout "$1" python3 -m lseg_encoder.cli bench --device cuda --no-progress "${@:2}" 2>&1 | grep -v -i warn; }
-run 280 --backends compiled --img_sizes $SIZES --iterations 100 --warmup 10 --out "$OUT/compiled"
-run 140 --backends torch,torch-fp16 --img_sizes $SIZES --iterations 20 --warmup 3 --out "$OUT/eager"
+run 280 --backends compiled --sizes $SIZES --iterations 100 --warmup 10 --out "$OUT/compiled"
+run 140 --backends torch,torch-fp16 --sizes $SIZES --iterations 20 --warmup 3 --out "$OUT/eager"
 for b in 4 16; do
-  run 70 --backends compiled --img_sizes 480 --batch $b --iterations 30 --mode device --out "$OUT/batch"
+  run 70 --backends compiled --sizes 480 --batch $b --iterations 30 --mode device --out "$OUT/batch"
 done

@@ -6,6 +6,6 @@ OUT=${OUT:-reports/gpu}
 timeout 60 python3 scripts/gpu_vocab_time.py 2>&1 | grep -v -E "it/s|s/it" | tail -2
 OUT=$OUT/cpp timeout 390 python3 scripts/gpu_cpp_compare.py --iterations 100 2>&1 | grep -v -i warn | tail -25
 for b in 1 8; do
-  timeout 50 python3 -m lseg_encoder.cli bench --device cuda --no-progress --backends compiled --img_sizes 480 \
+  timeout 50 python3 -m lseg_encoder.cli bench --device cuda --no-progress --backends compiled --sizes 480 \
     --batch $b --iterations 30 --mode device --out "$OUT/batch" 2>&1 | grep -v -i warn | tail -4
 done
