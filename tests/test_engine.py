@@ -47,7 +47,7 @@ from lseg_encoder.store.cache import cache_dir
 
 pytestmark = pytest.mark.trt
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rtx_probe():
     """Probed when a test runs, never at collection (which must import no optional backend)."""
     ok, reason = backend_available("tensorrt_rtx")
@@ -72,7 +72,7 @@ def tiny_onnx(tiny_encoder):
             for p in ("fp32", "fp16")}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rtx(rtx_probe):
     return load_backend("tensorrt_rtx")
 

@@ -64,6 +64,11 @@ def test_readme_command_runs_as_written(command, tmp_path, monkeypatch, capsys):
             pytest.skip(f"needs the real checkpoint {weights}, which CI does not have")
     if argv[0] in NEEDS_INPUT:
         pytest.skip(f"`{command}`: {NEEDS_INPUT[argv[0]]}")
+    if "--device" in argv and argv[argv.index("--device") + 1].startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip(f"`{command}` runs on a CUDA GPU; this machine has none")
     monkeypatch.chdir(tmp_path)
     if "--clear" in argv:
         monkeypatch.setenv("LSEG_CACHE_DIR", str(tmp_path / "cache"))

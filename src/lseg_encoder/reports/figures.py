@@ -205,7 +205,7 @@ def render_segmentation(image, result, output: str | Path, *, title: str | None 
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from .images import load_image
+    from ..images import load_image
 
     pil = load_image(image, max_pixels=None)
     label_map = result.label_map
