@@ -17,7 +17,7 @@ from .compute import NATIVE, FeatureComputer, JobSpec, recipe_params, validate
 from .inputs import Item, VideoSampling, expand_inputs, parse_shard, select_shard
 from .manifest import ManifestWriter, check_config, done_ids, read_manifest, write_run_json
 from .pipeline import Output, StageTimes, run_items
-from .sinks import FORMATS, feature_path, remove_stale_parts
+from .sinks import FORMATS, feature_path, sweep_stale_parts
 from .summary import ExtractSummary, Tally
 
 ENGINES = ("local", "ray")
@@ -174,7 +174,7 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     listed_failures = [it for it in plan if it.error]
     plan = [it for it in plan if not it.error]
     if out_path is not None and sink == "files":
-        remove_stale_parts([feature_path(out_path, it.id, fmt) for it in plan])
+        sweep_stale_parts([feature_path(out_path, it.id, fmt) for it in plan])
 
     # 4. PCA basis, then the engine
     if pca:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LsegError, WriteError
-from ..store.atomic import atomic_path
+from ..store.atomic import atomic_path, sweep_stale_temps
 
 FORMATS = {"npy": ".npy", "safetensors": ".safetensors"}
 TENSOR_KEY = "features"
@@ -37,7 +37,7 @@ def feature_path(out: Path, item_id: str, fmt: str) -> Path:
 def write_features(target: Path, array: np.ndarray, fmt: str) -> int:
     """Atomically write one feature map; returns the file size."""
     try:
-        with atomic_path(target, suffix=PART_SUFFIX) as tmp:
+        with atomic_path(target, suffix=PART_SUFFIX, sweep=False) as tmp:  # swept once per run
             if fmt == "npy":
                 with open(tmp, "wb") as f:
                     np.save(f, array)
@@ -65,23 +65,14 @@ def load_features(path: str | os.PathLike) -> np.ndarray:
     return np.load(path)
 
 
-def remove_stale_parts(targets: list[Path]) -> int:
-    """Delete `.part` leftovers of interrupted writes to these targets (and nothing else)."""
-    removed = 0
+def sweep_stale_parts(targets: list[Path]) -> int:
+    """Remove the temps that interrupted writes to these targets left behind (writers that no longer
+    run only: another shard writing into the same --out keeps its own), one folder scan each; the
+    writes then skip the per-file scan (`write_features`)."""
     by_dir: dict[Path, set[str]] = {}
     for t in targets:
         by_dir.setdefault(t.parent, set()).add(t.name)
-    for folder, names in by_dir.items():
-        if not folder.is_dir():
-            continue
-        for entry in os.scandir(folder):
-            name = entry.name
-            if name.startswith(".") and name.endswith(PART_SUFFIX):
-                target_name = name[1:].rsplit(".", 2)[0] if name.count(".") >= 3 else None
-                if target_name in names:
-                    Path(entry.path).unlink(missing_ok=True)
-                    removed += 1
-    return removed
+    return sum(len(sweep_stale_temps(folder, names)) for folder, names in by_dir.items())
 
 
 class BackgroundWriter:

@@ -72,13 +72,24 @@ def is_stale_temp(path: Path) -> bool:
 def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
     """Remove temps of `target` (and their companions) left by writers that no longer run."""
     target = Path(target)
+    return sweep_stale_temps(target.parent, {target.name})
+
+
+def sweep_stale_temps(folder: str | os.PathLike, target_names: set[str]) -> list[Path]:
+    """`remove_stale_temps` for many targets of one folder in one scan: a bulk writer (extract writes
+    thousands of files into one folder) sweeps once, then writes with `atomic_path(..., sweep=False)`,
+    instead of listing the folder again for every file."""
     removed = []
     try:
-        entries = list(os.scandir(target.parent))
+        entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
-        pid = temp_writer_pid(entry.name, target.name)
+        name = entry.name
+        if not name.startswith(".") or TEMP_MARK not in name:
+            continue
+        owners = {name[1:].partition(TEMP_MARK)[0], name[2:].partition(TEMP_MARK)[0]} & target_names
+        pid = next((temp_writer_pid(name, owner) for owner in owners), None)
         if pid is not None and not pid_alive(pid):
             _remove(Path(entry.path))
             removed.append(Path(entry.path))
@@ -200,17 +211,19 @@ def _read_only(folder: Path) -> bool:
 # the writer ---------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None, *, expected_bytes: int | None = None,
-                folder: bool = False) -> Iterator[Path]:
+                folder: bool = False, sweep: bool = True) -> Iterator[Path]:
     """Yield a temp path in the target's folder; rename it onto `target` only if the block succeeds.
 
     `suffix` ends the temp name (default: the target's suffix + ".tmp"; writers that insist on an
     extension, like `np.save`, pass theirs). `expected_bytes`, when known, goes into the disk-full
     message. `folder=True` yields `<private temp folder>/<target name>`, for writers that make
-    side files or name things after their output (AOTInductor packages).
+    side files or name things after their output (AOTInductor packages). `sweep=False` skips the
+    stale-temp scan of the folder, for bulk writers that ran `sweep_stale_temps` once beforehand.
     """
     target = Path(target)
     ensure_writable_parent(target)
-    remove_stale_temps(target)
+    if sweep:
+        remove_stale_temps(target)
     tmp = target.parent / temp_name(target, ".d" if folder else (suffix if suffix is not None else
                                                                   target.suffix + ".tmp"))
     path = tmp / target.name if folder else tmp
