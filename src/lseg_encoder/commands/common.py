@@ -17,14 +17,9 @@ def add_weights_args(parser: argparse.ArgumentParser) -> None:
 
 def resolve_weights(args) -> str:
     """The checkpoint path to use; warns loudly when falling back to synthetic weights."""
-    if args.weights:
-        return args.weights
-    from ..weights.synthetic import default_synthetic_checkpoint
+    from ..weights.choice import resolve_weights as choose
 
-    backbone = args.backbone or "clip_vitl16_384"
-    print(f"warning: no --weights given: using SYNTHETIC {backbone} weights (reference fill rule), "
-          "not a trained model", file=sys.stderr)
-    return str(default_synthetic_checkpoint(backbone))
+    return choose(args.weights, args.backbone, flag="--weights")
 
 
 def size_type(parse):

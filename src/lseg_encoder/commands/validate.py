@@ -62,13 +62,9 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...], flag: 
 
 def planned_config(weights: str | None, backbone: str | None) -> EncoderConfig:
     """The backbone a command will load, known before loading it (checkpoint keys only)."""
-    if backbone:
-        return get_config(backbone)
-    if not weights:
-        return get_config("clip_vitl16_384")  # synthetic default, see common.resolve_weights
-    from ..weights.checkpoint import infer_backbone, read_checkpoint
+    from ..weights.choice import planned_backbone
 
-    return get_config(infer_backbone(read_checkpoint(weights).state_dict))  # mmap: tensors stay on disk
+    return get_config(planned_backbone(weights, backbone))
 
 
 def forward_bytes(config: EncoderConfig, height: int, width: int, batch: int = 1) -> int:

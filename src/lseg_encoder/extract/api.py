@@ -63,20 +63,6 @@ def parse_devices(devices) -> list[str] | None:
     return names
 
 
-def _resolve_weights(weights, backbone) -> tuple[str, str]:
-    if weights:
-        if backbone:
-            return str(weights), backbone
-        from ..weights.checkpoint import infer_backbone, read_checkpoint
-
-        return str(weights), infer_backbone(read_checkpoint(weights).state_dict)
-    from ..weights.synthetic import default_synthetic_checkpoint
-
-    backbone = backbone or "clip_vitl16_384"
-    print(f"warning: no weights given: using SYNTHETIC {backbone} weights, not a trained model", file=sys.stderr)
-    return str(default_synthetic_checkpoint(backbone)), backbone
-
-
 def _prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise LsegError(f"cannot write to --out {out}: it is a file, not a folder")
@@ -134,8 +120,11 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     if recipe == NATIVE:
         options.setdefault("size", list(size) if not isinstance(size, int) else [size, size])
     sampling = VideoSampling(every=every, fps=fps)
-    weights, backbone = _resolve_weights(weights if encoder is None else weights or encoder.source,
-                                         backbone or (encoder.config.name if encoder is not None else None))
+    from ..weights.choice import planned_backbone, resolve_weights
+
+    weights = weights if encoder is None else weights or encoder.source
+    backbone = planned_backbone(weights, backbone or (encoder.config.name if encoder is not None else None))
+    weights = resolve_weights(weights, backbone)
     spec = JobSpec(weights=weights, backbone=backbone, backend=backend, device=device, recipe=recipe,
                    recipe_options=options, dtype=dtype,
                    feature_size=tuple(int(v) for v in feature_size) if feature_size else None, batch=int(batch))

@@ -1,1 +1,2 @@
-"""fidelity."""
+"""Fidelity: metrics and self-explaining verdicts, the one tolerance table, and Polygraphy as an
+independent second referee."""

@@ -1,0 +1,1 @@
+"""Reports: the one JSON writer (schema, version, machine), markdown renderers and every figure."""
