@@ -44,9 +44,10 @@ class Backend:
 
 
 def _cuda_reason(device: str) -> str | None:
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        return "CUDA is not available (torch.cuda.is_available() is False)"
-    return None
+    from .engine.backend import cuda_available
+
+    ok, reason = cuda_available() if str(device).startswith("cuda") else (True, "")
+    return None if ok else reason
 
 
 def _onnxruntime_reason(device: str) -> str | None:

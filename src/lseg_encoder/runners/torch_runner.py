@@ -34,8 +34,11 @@ def strict_fp32() -> Iterator[None]:
 
 
 def require_device(device: torch.device) -> None:
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("CUDA is not available (torch.cuda.is_available() is False)")
+    from ..engine.backend import cuda_available
+
+    ok, reason = cuda_available() if device.type == "cuda" else (True, "")
+    if not ok:
+        raise BackendUnavailable(reason)
 
 
 class TorchRunner(Runner):
