@@ -283,9 +283,10 @@ def test_published_recipe_per_image_equals_the_recipe_itself(run, tmp_path, tiny
 
 
 def test_short_chunk_padded_for_static_batch_backends_gives_the_same_features(tiny_checkpoint, tiny_encoder):
-    from lseg_encoder.extract.compute import STATIC_BATCH_BACKENDS, FeatureComputer, JobSpec
+    from lseg_encoder.backends import BACKENDS
+    from lseg_encoder.extract.compute import FeatureComputer, JobSpec
 
-    assert "compiled" in STATIC_BATCH_BACKENDS and "torch" not in STATIC_BATCH_BACKENDS
+    assert BACKENDS["compiled"].specialised and not BACKENDS["torch"].specialised
     spec = JobSpec(weights=str(tiny_checkpoint), backbone="tiny", backend="torch", device="cpu",
                    recipe_options={"size": list(SIZE)}, dtype="fp32", batch=4)
     computer = FeatureComputer(spec, tiny_encoder)

@@ -41,6 +41,9 @@ class Backend:
     per_size: bool
     open: Callable[..., Runner]  # (encoder, precision, OpenRequest) -> a runner, not yet activated
     probe: Callable[[str], str | None]  # device -> why it cannot run there, None when it can
+    # each input shape is compiled or built on its own: callers keep the batch size fixed (pad a short
+    # batch) rather than pay a new compilation or build for the last, smaller batch
+    specialised: bool = False
 
 
 def _cuda_reason(device: str) -> str | None:
@@ -117,16 +120,18 @@ BACKENDS: dict[str, Backend] = _rows(
     Backend("torch", "fp32", "PyTorch eager fp32 (the reference)", False, _open_torch, _cuda_reason),
     Backend("torch-fp16", "fp16", "PyTorch eager, fp16 autocast", False, _open_torch, _cuda_reason),
     Backend("compiled", "fp16", "torch.compile fp16 with fp32 islands, BN folded, CUDA graphs on GPU", False,
-            _open_compiled, _cuda_reason),
-    Backend("compiled-fp32", "fp32", "torch.compile fp32, BN folded", False, _open_compiled, _cuda_reason),
+            _open_compiled, _cuda_reason, specialised=True),
+    Backend("compiled-fp32", "fp32", "torch.compile fp32, BN folded", False, _open_compiled, _cuda_reason,
+            specialised=True),
     Backend("onnxruntime", "fp32", "ONNX Runtime, fp32 ONNX (CUDA EP when installed, else CPU)", False,
             _open_onnxruntime, _onnxruntime_reason),
     Backend("onnxruntime-fp16", "fp16", "ONNX Runtime, fp16 ONNX with fp32 islands", False, _open_onnxruntime,
             _onnxruntime_reason),
-    Backend("tensorrt", "fp16", "TensorRT engine from the fp16 ONNX", True, _open_tensorrt, _tensorrt_reason),
+    Backend("tensorrt", "fp16", "TensorRT engine from the fp16 ONNX", True, _open_tensorrt, _tensorrt_reason,
+            specialised=True),
     Backend("tensorrt-fp32", "fp32", "TensorRT engine from the fp32 ONNX", True, _open_tensorrt,
-            _tensorrt_reason),
-    Backend("aoti", "fp16", "AOTInductor package", True, _open_aoti, _cuda_reason),
+            _tensorrt_reason, specialised=True),
+    Backend("aoti", "fp16", "AOTInductor package", True, _open_aoti, _cuda_reason, specialised=True),
 )
 
 

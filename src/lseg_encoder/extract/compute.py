@@ -23,9 +23,6 @@ from ..sizes import check_size
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 NATIVE = "native"
-# Backends specialised to one batch size: a short chunk (the last one, or one with failed items) is
-# padded to the full batch instead of compiling or building another shape.
-STATIC_BATCH_BACKENDS = ("compiled", "compiled-fp32", "tensorrt", "tensorrt-fp32", "aoti")
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ class FeatureComputer:
     """The activated runner for one device, plus the steps between it and the writer."""
 
     def __init__(self, spec: JobSpec, encoder=None):
-        from ..backends import make_runner
+        from ..backends import BACKENDS, make_runner
         from ..weights.checkpoint import load_encoder
         from .pca import PCABasis
 
@@ -108,7 +105,9 @@ class FeatureComputer:
         self.runner = make_runner(spec.backend, encoder, device=spec.device, size=size, batch=spec.batch).activate()
         self.recipe = make_recipe(spec, device=spec.device)
         self.pca = PCABasis.load(spec.pca_path) if spec.pca_path else None
-        self.pad_to = spec.batch if spec.backend in STATIC_BATCH_BACKENDS else None
+        # a backend specialised per shape (the table's `specialised`): a short chunk (the last one, or one
+        # with failed items) is padded to the full batch instead of compiling or building another shape
+        self.pad_to = spec.batch if BACKENDS[spec.backend].specialised else None
         mean, std = spec.config.mean_std
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
