@@ -13,8 +13,8 @@ file in `runners/`.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -44,6 +44,8 @@ class Backend:
     # each input shape is compiled or built on its own: callers keep the batch size fixed (pad a short
     # batch) rather than pay a new compilation or build for the last, smaller batch
     specialised: bool = False
+    # device type -> why default sweeps leave this backend out there (it costs minutes); runs when named
+    skipped_by_default: Mapping[str, str] = field(default_factory=dict)
 
 
 def _cuda_reason(device: str) -> str | None:
@@ -118,11 +120,18 @@ def _rows(*rows: Backend) -> dict[str, Backend]:
 
 BACKENDS: dict[str, Backend] = _rows(
     Backend("torch", "fp32", "PyTorch eager fp32 (the reference)", False, _open_torch, _cuda_reason),
-    Backend("torch-fp16", "fp16", "PyTorch eager, fp16 autocast", False, _open_torch, _cuda_reason),
+    Backend("torch-fp16", "fp16", "PyTorch eager, fp16 autocast", False, _open_torch, _cuda_reason,
+            skipped_by_default={"cpu": "fp16 autocast on CPU is emulated (several times slower than fp32); it runs "
+                                       "by default with CUDA"}),
     Backend("compiled", "fp16", "torch.compile fp16 with fp32 islands, BN folded, CUDA graphs on GPU", False,
-            _open_compiled, _cuda_reason, specialised=True),
+            _open_compiled, _cuda_reason, specialised=True,
+            skipped_by_default={"cpu": "compiled fp16 targets CUDA (CUDA graphs); on CPU name it explicitly "
+                                       "(minutes of compilation)"}),
     Backend("compiled-fp32", "fp32", "torch.compile fp32, BN folded", False, _open_compiled, _cuda_reason,
-            specialised=True),
+            specialised=True,
+            skipped_by_default={"cpu": "torch.compile takes minutes per shape on CPU; name it explicitly to run it",
+                                "cuda": "the fp32 twin of `compiled` costs another compilation per shape; name "
+                                        "it to run it"}),
     Backend("onnxruntime", "fp32", "ONNX Runtime, fp32 ONNX (CUDA EP when installed, else CPU)", False,
             _open_onnxruntime, _onnxruntime_reason),
     Backend("onnxruntime-fp16", "fp16", "ONNX Runtime, fp16 ONNX with fp32 islands", False, _open_onnxruntime,
@@ -131,7 +140,12 @@ BACKENDS: dict[str, Backend] = _rows(
             specialised=True),
     Backend("tensorrt-fp32", "fp32", "TensorRT engine from the fp32 ONNX", True, _open_tensorrt,
             _tensorrt_reason, specialised=True),
-    Backend("aoti", "fp16", "AOTInductor package", True, _open_aoti, _cuda_reason, specialised=True),
+    Backend("aoti", "fp16", "AOTInductor package", True, _open_aoti, _cuda_reason, specialised=True,
+            skipped_by_default={"cpu": "AOTInductor packaging takes minutes per shape on CPU; name it explicitly "
+                                       "to run it",
+                                "cuda": "AOTInductor packaging takes minutes per shape, and loading CUDA packages "
+                                        "from Python crashed on torch 2.11 (docs/cpp.md); name it explicitly to "
+                                        "run it"}),
 )
 
 

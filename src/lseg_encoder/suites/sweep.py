@@ -23,27 +23,10 @@ from ..backends import BACKENDS, get_backend, make_runner, unavailable_reason
 from ..errors import BackendUnavailable, LsegError
 from ..sizes import Size, size_label
 
-# Backends that default sweeps leave out on a device type, each with the reason it is reported with.
-# They still run when named (`explicit`).
-COSTLY_BY_DEFAULT = {
-    "cpu": {
-        "torch-fp16": "fp16 autocast on CPU is emulated (several times slower than fp32); it runs by default "
-                      "with CUDA",
-        "compiled": "compiled fp16 targets CUDA (CUDA graphs); on CPU name it explicitly (minutes of compilation)",
-        "compiled-fp32": "torch.compile takes minutes per shape on CPU; name it explicitly to run it",
-        "aoti": "AOTInductor packaging takes minutes per shape on CPU; name it explicitly to run it",
-    },
-    "cuda": {
-        "compiled-fp32": "the fp32 twin of `compiled` costs another compilation per shape; name it to run it",
-        "aoti": "AOTInductor packaging takes minutes per shape, and loading CUDA packages from Python crashed "
-                "on torch 2.11 (docs/cpp.md); name it explicitly to run it",
-    },
-}
-
 
 def default_skip_reason(backend: str, device: str) -> str | None:
-    """Why default sweeps leave `backend` out on `device` (None: they run it)."""
-    return COSTLY_BY_DEFAULT.get(str(device).split(":")[0], {}).get(backend)
+    """Why default sweeps leave `backend` out on `device` (None: they run it): the row's own word."""
+    return get_backend(backend).skipped_by_default.get(str(device).split(":")[0])
 
 
 def default_backends(device: str) -> list[str]:

@@ -11,7 +11,7 @@
 5. segment the sample image with each backend's features into a few labels.
 
 With no backend list, every row of the backend table is reported: run, or skipped with its reason
-(the ones that cost minutes on this device type are skipped unless named: `sweep.COSTLY_BY_DEFAULT`).
+(the ones that cost minutes on this device type are skipped unless named: `Backend.skipped_by_default`).
 """
 
 from __future__ import annotations
