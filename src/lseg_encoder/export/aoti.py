@@ -34,6 +34,7 @@ from ..configs import EncoderConfig
 from ..errors import BackendUnavailable, LsegError
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, placed
+from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
 from ..sizes import check_size
 from ..store.atomic import atomic_path, ensure_writable_parent
 from .metadata import AOTIPackageSpec
@@ -97,6 +98,8 @@ def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, 
     model = placed(encoder, device, torch.float32)  # a copy when it must move: the caller's stays put
     if precision == "fp16":
         model = LowPrecisionEncoder(model, torch.float16).eval()
+        if gelu_epilogue_default(precision, device):  # the same graph as the compiled runner's
+            use_gelu_epilogue(model)
     model = ContiguousOutput(model).eval()
     example = torch.zeros(batch, 3, height, width, device=device)
     with torch.no_grad():

@@ -9,8 +9,9 @@ bucket let it specialise kernels and let CUDA graphs remove launch gaps, which d
 Levers (issue 13), each measured on the H100 before it became a default (docs/benchmarks.md):
 `attention` pins the SDPA kernel baked into the graph ("auto" lets PyTorch choose: cuDNN on
 Hopper), `channels_last` converts the decoder's convs, `inductor` patches `torch._inductor.config`
-for the compile (e.g. {"coordinate_descent_tuning": True}), and precision "fp8" runs the ViT's
-big Linears as E4M3 GEMMs (`model.fp8`).
+for the compile (e.g. {"coordinate_descent_tuning": True}), `gelu_epilogue` runs fc1 + GELU as one
+cuBLASLt GEMM (`model.gelu_epilogue`, tanh GELU; on by default for fp16 on CUDA), and precision
+"fp8" runs the ViT's big Linears as E4M3 GEMMs (`model.fp8`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..errors import LsegError
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, fold_batchnorm
+from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
 from .torch_runner import TorchRunner, require_device
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float16}
@@ -37,7 +39,7 @@ class CompiledRunner(TorchRunner):
 
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
-                 channels_last: bool = False, inductor: dict | None = None):
+                 channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention not in ATTENTION:
@@ -51,6 +53,7 @@ class CompiledRunner(TorchRunner):
         self.freezing = freezing
         self.attention = attention
         self.channels_last = channels_last
+        self.gelu_epilogue = gelu_epilogue_default(precision, self.device) if gelu_epilogue is None else gelu_epilogue
         self.inductor = dict(inductor or {})
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
@@ -76,6 +79,8 @@ class CompiledRunner(TorchRunner):
 
             gemm = None if fp16_gemm_output_supported(self.device) else torch.bfloat16
             use_fp8_linears(self.model, torch.float16, gemm)
+        if self.gelu_epilogue:
+            use_gelu_epilogue(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
