@@ -110,7 +110,8 @@ def markdown(d: dict) -> str:
         pa_cell = (f"{_med(pa.get('device_only_ms'))} / {_med(pa.get('end_to_end_ms'))}" if pa.get("rc") == 0
                    else (f"rc {pa['rc']}" if "rc" in pa else "-"))
         py_stream = f"{py['stream_ms_per_frame']:.3f}" if "stream_ms_per_frame" in py else "-"
-        lines.append(f"| {size} | {_med(g.get('device_only_ms'))} | {_med(e.get('device_only_ms'))} "
+        graph_note = "" if not g or g.get("cuda_graph") else " (no graph)"  # CPU packages, or capture off
+        lines.append(f"| {size} | {_med(g.get('device_only_ms'))}{graph_note} | {_med(e.get('device_only_ms'))} "
                      f"| {_med(py.get('device_only_ms'))} | {_med(g.get('end_to_end_ms'))} "
                      f"| {_med(e.get('end_to_end_ms'))} | {_med(o.get('end_to_end_ms'))} "
                      f"| {_med(py.get('end_to_end_fp16_pinned_ms'))} | {_med(g.get('stream_ms_per_frame'))} "
