@@ -126,6 +126,9 @@ def test_info_lists_backends(lseg_cpp, features):
     assert f"libtorch {torch.__version__.split('+')[0]}" in proc.stdout
     want = "backends: aoti tensorrt" if features["tensorrt"] == "ON" else "backends: aoti\n"
     assert want in proc.stdout
+    # The build records whether the CUDA code (graphs, pinned buffers) is in, and info agrees with it.
+    assert features["cuda"] == ("ON" if torch.cuda.is_available() or torch.version.cuda else "OFF")
+    assert ("cuda: compiled" in proc.stdout) == (features["cuda"] == "ON"), proc.stdout
 
 
 def test_extract_equals_python_aoti_and_eager_fp32(lseg_cpp, tiny_package, tiny_encoder, tmp_path):
@@ -148,7 +151,7 @@ def test_extract_equals_python_aoti_and_eager_fp32(lseg_cpp, tiny_package, tiny_
     assert not list(tmp_path.glob("*.tmp*")), "temp file left behind"
 
 
-def test_bench_prints_the_table_and_json(lseg_cpp, tiny_package, tmp_path):
+def test_bench_prints_the_table_and_json(lseg_cpp, features, tiny_package, tmp_path):
     out = tmp_path / "bench.json"
     proc = run_cpp(lseg_cpp, "bench", "--aoti", tiny_package, "--sizes", "64x96", "--iterations", "5",
                    "--warmup", "1", "--threads", "1", "--json", out)
@@ -167,6 +170,40 @@ def test_bench_prints_the_table_and_json(lseg_cpp, tiny_package, tmp_path):
         stats = entry[mode]
         assert 0 < stats["min"] <= stats["median"] <= stats["p90"], stats
         assert stats["std"] >= 0
+    # CPU package: no graph, float32 out through the caller's own buffers, no stream mode.
+    assert entry["cuda_graph"] is False and entry["output_dtype"] == "fp32" and entry["host_buffers"] == "pageable"
+    assert entry["stream_ms_per_frame"] is None and entry["stream_frames"] == 0
+    assert result["cuda_build"] is (features["cuda"] == "ON")
+
+
+def test_bench_fp16_output_and_no_cuda_graph_flags(lseg_cpp, tiny_package, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cpp(lseg_cpp, "bench", "--aoti", tiny_package, "--iterations", "3", "--warmup", "1",
+                   "--output-dtype", "fp16", "--no-cuda-graph", "--host-buffers", "pageable",
+                   "--stream-frames", "0", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "host fp16 out" in proc.stdout
+    (entry,) = json.loads(out.read_text())["results"]
+    assert entry["output_dtype"] == "fp16" and entry["cuda_graph"] is False
+    assert 0 < entry["end_to_end_ms"]["min"]
+
+
+def test_extract_fp16_output_is_the_fp32_output_rounded(lseg_cpp, tiny_package, tmp_path):
+    x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(5))
+    np.save(tmp_path / "x.npy", x.numpy())
+    runs = {}
+    for dtype in ("fp32", "fp16"):
+        proc = run_cpp(lseg_cpp, "extract", "--aoti", tiny_package, "--input", tmp_path / "x.npy",
+                       "--output", tmp_path / f"{dtype}.npy", "--output-dtype", dtype, "--no-cuda-graph")
+        assert proc.returncode == 0, proc.stderr
+        assert ("float16" if dtype == "fp16" else "float32") in proc.stderr
+        runs[dtype] = np.load(tmp_path / f"{dtype}.npy")
+    assert runs["fp16"].dtype == np.dtype("<f2") and runs["fp16"].shape == (1, 512, 32, 48)
+    # Same compiled library and input, so the fp32 runs agree bitwise; the cast is round-to-nearest-even
+    # like numpy's, so fp16 equals the fp32 features rounded, exactly.
+    np.testing.assert_array_equal(runs["fp16"], runs["fp32"].astype(np.float16))
+    assert check(feature_metrics(torch.from_numpy(runs["fp16"]).float(), torch.from_numpy(runs["fp32"])), "fp16")
+    assert not list(tmp_path.glob("*.tmp*")), "temp file left behind"
 
 
 def _make_bad_inputs(folder: Path, package: Path) -> None:
@@ -240,11 +277,17 @@ def test_cuda_package_on_cpu_machine(lseg_cpp, tiny_package, tmp_path):
     (["extract", "--aoti", "PKG", "--input", "x.npy"], "extract needs --output"),
     (["frobnicate"], "unknown command 'frobnicate'"),
     (["bench", "--aoti", "PKG", "--colour", "red"], "unknown option '--colour'"),
+    (["bench", "--aoti", "PKG", "--output-dtype", "bf16"], "--output-dtype expects fp32 or fp16, got 'bf16'"),
+    (["extract", "--aoti", "PKG", "--input", "x.npy", "--output", "f.npy", "--output-dtype"],
+     "--output-dtype needs a value"),
+    (["bench", "--aoti", "PKG", "--host-buffers", "locked"], "--host-buffers expects pinned or pageable"),
+    (["bench", "--aoti", "PKG", "--stream-frames", "-1"], "--stream-frames expects an integer >= 0"),
 ])
 def test_usage_errors(lseg_cpp, tiny_package, args, fragment):
     proc = run_cpp(lseg_cpp, *[tiny_package if a == "PKG" else a for a in args])
     assert proc.returncode == 2
     assert proc.stderr.startswith("lseg_cpp: error: ") and fragment in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_image_input(lseg_cpp, features, tiny_package, tiny_encoder, tmp_path):

@@ -2,6 +2,10 @@
 // torch::inductor::AOTIModelPackageLoader. The package's `lseg.*` metadata gives the static input
 // shape, precision, device and image normalisation; they are checked before the compiled library is
 // loaded, so a wrong shape or a CUDA package on a CPU machine fails with one clear line.
+//
+// On CUDA, builds with LSEG_WITH_CUDA hand the run to a CudaSession (cuda_graph.cpp): CUDA-graph
+// replay, pinned host buffers, fp16 cast on the device and a pipelined stream mode. Without it (a
+// CPU libtorch) this file needs no CUDA headers and runs CUDA packages, if any, eagerly as before.
 #include <ATen/Parallel.h>
 #include <c10/core/Event.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
@@ -17,6 +21,9 @@
 #include "backend.h"
 #include "errors.h"
 #include "npy.h"
+#ifdef LSEG_WITH_CUDA
+#include "cuda_graph.h"
+#endif
 
 namespace lseg {
 
@@ -124,6 +131,16 @@ class AOTIBackend : public Backend {
     }
   }
 
+  void configure(const RunOptions& options) override { options_ = options; }
+  OutputDtype output_dtype() const override { return options_.output_dtype; }
+  bool uses_cuda_graph() const override {
+#ifdef LSEG_WITH_CUDA
+    return session_ && session_->graph();
+#else
+    return false;
+#endif
+  }
+
   std::string kind() const override { return "aoti"; }
   std::string precision() const override { return precision_.empty() ? "?" : precision_; }
   std::string device() const override {
@@ -140,12 +157,22 @@ class AOTIBackend : public Backend {
       throw UserError(path_ + ": input shape " + shape_str(shape) + " does not match the package's static "
                       "input shape " + shape_str(input_shape_) + " (re-package with --static BxHxW)");
     }
+#ifdef LSEG_WITH_CUDA
+    if (device_.is_cuda()) {
+      session_ = make_cuda_session(device_, input_shape_, output_shape_, out_scalar_type(), options_.cuda_graph,
+                                   [this](const at::Tensor& x) { return call(x); });
+      return;
+    }
+#endif
     auto options = at::TensorOptions().dtype(at::kFloat).device(device_);
     input_ = at::zeros(input_shape_, options);
   }
   std::vector<int64_t> output_shape() const override { return output_shape_; }
 
   void upload(const float* host) override {
+#ifdef LSEG_WITH_CUDA
+    if (session_) return session_->upload(host);
+#endif
     auto view = at::from_blob(const_cast<float*>(host), input_shape_, at::kFloat);
     if (device_.is_cuda()) {
       input_.copy_(view, /*non_blocking=*/false);
@@ -155,38 +182,96 @@ class AOTIBackend : public Backend {
   }
 
   void run() override {
+#ifdef LSEG_WITH_CUDA
+    if (session_) return session_->run();
+#endif
+    output_ = call(input_);
+  }
+
+  void download(float* host) override {
+    if (options_.output_dtype != OutputDtype::kFloat32) {
+      throw UserError(path_ + ": download(float*) with --output-dtype fp16; use download_to");
+    }
+    download_to(host);
+  }
+
+  void download_to(void* host) override {
+#ifdef LSEG_WITH_CUDA
+    if (session_) {
+      check_output_shape(session_->output());
+      return session_->download(host);
+    }
+#endif
+    check_output_shape(output_);
+    auto out = at::from_blob(host, output_shape_, out_scalar_type());
+    out.copy_(output_);  // casts to fp16 where asked; device -> host copy waits for the model on CUDA
+  }
+
+  float* host_input() override {
+#ifdef LSEG_WITH_CUDA
+    if (session_) return session_->host_input();
+#endif
+    return nullptr;
+  }
+
+  void* host_output() override {
+#ifdef LSEG_WITH_CUDA
+    if (session_) return session_->host_output();
+#endif
+    return nullptr;
+  }
+
+  double stream_ms_per_frame(int frames) override {
+#ifdef LSEG_WITH_CUDA
+    if (session_) return session_->stream_ms_per_frame(frames);
+#endif
+    (void)frames;
+    return -1.0;
+  }
+
+  void synchronize() override {
+#ifdef LSEG_WITH_CUDA
+    if (session_) return session_->synchronize();
+#endif
+    if (device_.is_cuda()) c10::impl::VirtualGuardImpl(device_.type()).synchronizeDevice(device_.index());
+  }
+
+  std::unique_ptr<DeviceTimer> make_timer() override {
+#ifdef LSEG_WITH_CUDA
+    if (session_) return session_->make_timer();
+#endif
+    if (device_.is_cuda()) return std::make_unique<C10EventTimer>(device_);
+    return std::make_unique<SteadyTimer>();
+  }
+
+ private:
+  at::ScalarType out_scalar_type() const {
+    return options_.output_dtype == OutputDtype::kFloat16 ? at::kHalf : at::kFloat;
+  }
+
+  // One AOTI call on the current stream; its single output.
+  at::Tensor call(const at::Tensor& input) {
     std::vector<at::Tensor> outputs;
     try {
-      outputs = loader_->run({input_});
+      outputs = loader_->run({input});
     } catch (const std::exception& exc) {
       throw UserError(path_ + ": the package failed to run: " + first_line(exc.what()));
     }
     if (outputs.size() != 1) {
       throw UserError(path_ + ": the package returned " + std::to_string(outputs.size()) + " outputs, expected 1");
     }
-    output_ = std::move(outputs[0]);
+    return std::move(outputs[0]);
   }
 
-  void download(float* host) override {
-    if (output_.sizes().vec() != output_shape_) {
-      throw UserError(path_ + ": output shape " + shape_str(output_.sizes().vec()) + " differs from the "
+  void check_output_shape(const at::Tensor& output) const {
+    if (output.sizes().vec() != output_shape_) {
+      throw UserError(path_ + ": output shape " + shape_str(output.sizes().vec()) + " differs from the "
                       "metadata's " + shape_str(output_shape_) + " (corrupt package?)");
     }
-    auto out = at::from_blob(host, output_shape_, at::kFloat);
-    out.copy_(output_.to(at::kFloat));  // device -> host copy waits for the model on CUDA
   }
 
-  void synchronize() override {
-    if (device_.is_cuda()) c10::impl::VirtualGuardImpl(device_.type()).synchronizeDevice(device_.index());
-  }
-
-  std::unique_ptr<DeviceTimer> make_timer() override {
-    if (device_.is_cuda()) return std::make_unique<C10EventTimer>(device_);
-    return std::make_unique<SteadyTimer>();
-  }
-
- private:
   std::string path_;
+  RunOptions options_;
   Metadata meta_;
   std::vector<int64_t> input_shape_, output_shape_;
   std::optional<std::array<float, 6>> mean_std_;
@@ -194,6 +279,9 @@ class AOTIBackend : public Backend {
   c10::Device device_{c10::kCPU};
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
   at::Tensor input_, output_;
+#ifdef LSEG_WITH_CUDA
+  std::unique_ptr<CudaSession> session_;  // CUDA packages
+#endif
 };
 
 }  // namespace
@@ -205,6 +293,14 @@ std::unique_ptr<Backend> open_aoti(const std::string& path, int device_index) {
 std::string libtorch_version() {
   return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
          std::to_string(TORCH_VERSION_PATCH);
+}
+
+bool cuda_compiled() {
+#ifdef LSEG_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
 }
 
 int cpu_threads() { return at::get_num_threads(); }

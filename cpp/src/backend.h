@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "errors.h"
+
 namespace lseg {
 
 // Times one region of device work. CUDA backends record events on their stream (no host clock in
@@ -36,9 +38,30 @@ class SteadyTimer : public DeviceTimer {
   std::chrono::steady_clock::time_point t0_, t1_;
 };
 
+// What the host receives from `download_to`: float32 (default) or float16 (half the bytes to copy;
+// fp16 keeps ~3 significant digits of the unit-norm features, inside the fp16 tolerance row).
+enum class OutputDtype { kFloat32, kFloat16 };
+
+inline const char* dtype_name(OutputDtype d) { return d == OutputDtype::kFloat16 ? "fp16" : "fp32"; }
+inline size_t element_size(OutputDtype d) { return d == OutputDtype::kFloat16 ? 2 : 4; }
+
+struct RunOptions {
+  bool cuda_graph = true;  // CUDA packages: capture the model once, replay it (AOTI backend only)
+  OutputDtype output_dtype = OutputDtype::kFloat32;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
+
+  // Before prepare(). The default (TensorRT) has no CUDA graph and float32 output only.
+  virtual void configure(const RunOptions& options) {
+    if (options.output_dtype != OutputDtype::kFloat32) {
+      throw UserError(artefact() + ": --output-dtype fp16 is supported by the aoti backend only");
+    }
+  }
+  virtual bool uses_cuda_graph() const { return false; }  // after prepare()
+  virtual OutputDtype output_dtype() const { return OutputDtype::kFloat32; }
 
   virtual std::string kind() const = 0;       // "aoti" or "tensorrt"
   virtual std::string precision() const = 0;  // "fp32", "fp16", or what the artefact says
@@ -58,6 +81,17 @@ class Backend {
   virtual void upload(const float* host_input) = 0;  // host -> device input buffer
   virtual void run() = 0;                            // enqueue the model on the device buffers
   virtual void download(float* host_output) = 0;     // device output -> host, waits for completion
+  // Device output -> host in output_dtype() (element_size() bytes each), waits for completion.
+  virtual void download_to(void* host_output) { download(static_cast<float*>(host_output)); }
+  // Page-locked host buffers the backend owns (input_shape float32, output_shape output_dtype),
+  // where it has them (CUDA builds, CUDA packages): copies from/to them are asynchronous DMA, which
+  // pageable memory cannot do. nullptr elsewhere; the caller then passes its own buffers.
+  virtual float* host_input() { return nullptr; }
+  virtual void* host_output() { return nullptr; }
+  // Pipelined frames (copy of frame i overlapping the compute of frame i+1, as
+  // runners/pipeline.py): wall ms per frame over `frames` frames from host_input() to host
+  // output slots; a negative value where the backend has no such mode (CPU, TensorRT).
+  virtual double stream_ms_per_frame(int /*frames*/) { return -1.0; }
   virtual void synchronize() = 0;
   virtual std::unique_ptr<DeviceTimer> make_timer() = 0;
 };
@@ -68,6 +102,7 @@ std::unique_ptr<Backend> open_aoti(const std::string& path, int device_index);
 std::unique_ptr<Backend> open_tensorrt(const std::string& path, int device_index, bool verbose);
 
 bool tensorrt_compiled();
+bool cuda_compiled();  // LSEG_WITH_CUDA: CUDA graphs, pinned buffers, stream mode
 bool opencv_compiled();
 std::string libtorch_version();
 int cpu_threads();

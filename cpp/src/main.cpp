@@ -1,8 +1,10 @@
 // lseg_cpp: LSeg image-encoder latency and feature extraction without Python.
 //
 //   lseg_cpp bench   (--aoti X.pt2 | --engine X.trt)... [--sizes S...] [--batch B] [--iterations N]
-//                    [--warmup N] [--threads N] [--device-index I] [--json OUT.json]
+//                    [--warmup N] [--threads N] [--device-index I] [--json OUT.json] [--no-cuda-graph]
+//                    [--output-dtype fp32|fp16] [--host-buffers pinned|pageable] [--stream-frames N]
 //   lseg_cpp extract (--aoti X.pt2 | --engine X.trt) --input X.npy|IMAGE --output F.npy [--size H W]
+//                    [--no-cuda-graph] [--output-dtype fp32|fp16]
 //   lseg_cpp info
 //
 // Input errors print one "lseg_cpp: error: ..." line on stderr and exit 2; usage errors exit 2 too.
@@ -32,20 +34,29 @@ constexpr const char* kVersion = "0.1.0";
 const char* kUsage = R"(usage:
   lseg_cpp bench   (--aoti X.pt2 | --engine X.trt)... [--sizes S [S ...]] [--batch B]
                    [--iterations N] [--warmup N] [--threads N] [--device-index I]
-                   [--json OUT.json] [--verbose]
+                   [--json OUT.json] [--verbose] [--no-cuda-graph] [--output-dtype fp32|fp16]
+                   [--host-buffers pinned|pageable] [--stream-frames N]
   lseg_cpp extract (--aoti X.pt2 | --engine X.trt) --input X.npy|IMAGE --output FEATURES.npy
                    [--size H W] [--mean M M M --std S S S] [--threads N] [--device-index I]
+                   [--no-cuda-graph] [--output-dtype fp32|fp16]
   lseg_cpp info
   lseg_cpp --version | --help
 
 bench    latency per artefact and size: device-only (input resident on the device, output left
-         there; CUDA events on GPU, steady_clock on CPU) and end-to-end (host float32 in, host
-         float32 out, copies included; steady_clock). Prints median and mean +- std in ms.
+         there; CUDA events on GPU, steady_clock on CPU) and end-to-end (one blocking call: host
+         float32 in, host features out in --output-dtype, copies included; steady_clock). On CUDA
+         (AOTI, CUDA build) end-to-end goes through the backend's pinned host buffers unless
+         --host-buffers pageable, and a "stream" mode pipelines --stream-frames frames (copy of
+         frame i overlapping compute of frame i+1; 0 turns it off). Prints median and mean +- std.
          AOTI packages are static: they run at their own size, and --sizes (N or HxW) must include
          it if given. Dynamic TensorRT engines run at every --sizes entry.
 extract  features of one input: a (B,3,H,W) float32 .npy (already normalised), or an image file
          when built with OpenCV (resized to --size or the package's size, normalised with the
-         package's mean/std or --mean/--std). Writes (B, 512, h, w) float32 .npy.
+         package's mean/std or --mean/--std). Writes (B, 512, h, w) .npy, float32 or (with
+         --output-dtype fp16) float16.
+--no-cuda-graph     AOTI on CUDA: call the package each time instead of replaying a CUDA graph of
+                    one call (the default; captured after two warm-up calls).
+--output-dtype D    fp32 (default) or fp16: features cast on the device before the copy to the host.
 )";
 
 struct Args {
@@ -54,8 +65,9 @@ struct Args {
   std::string input, output, json;
   std::vector<int> size;
   std::vector<float> mean, std;
-  int batch = 1, iterations = 100, warmup = 10, threads = 0, device_index = 0;
-  bool verbose = false;
+  int batch = 1, iterations = 100, warmup = 10, threads = 0, device_index = 0, stream_frames = 50;
+  bool verbose = false, pageable = false;
+  RunOptions run;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -112,6 +124,17 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--threads") a.threads = parse_int(flag, value(), 1);
     else if (flag == "--device-index") a.device_index = parse_int(flag, value(), 0);
     else if (flag == "--verbose") a.verbose = true;
+    else if (flag == "--no-cuda-graph") a.run.cuda_graph = false;
+    else if (flag == "--stream-frames") a.stream_frames = parse_int(flag, value(), 0);
+    else if (flag == "--output-dtype") {
+      const std::string v = value();
+      if (v != "fp32" && v != "fp16") usage_error("--output-dtype expects fp32 or fp16, got '" + v + "'");
+      a.run.output_dtype = v == "fp16" ? OutputDtype::kFloat16 : OutputDtype::kFloat32;
+    } else if (flag == "--host-buffers") {
+      const std::string v = value();
+      if (v != "pinned" && v != "pageable") usage_error("--host-buffers expects pinned or pageable, got '" + v + "'");
+      a.pageable = v == "pageable";
+    }
     else if (flag == "--size") {
       for (const auto& v : values()) a.size.push_back(parse_int(flag, v, 1));
       if (a.size.size() != 2) usage_error("--size expects H W");
@@ -134,7 +157,9 @@ std::pair<int64_t, int64_t> parse_size(const std::string& text) {
 }
 
 std::unique_ptr<Backend> open_backend(const std::string& kind, const std::string& path, const Args& a) {
-  return kind == "aoti" ? open_aoti(path, a.device_index) : open_tensorrt(path, a.device_index, a.verbose);
+  auto backend = kind == "aoti" ? open_aoti(path, a.device_index) : open_tensorrt(path, a.device_index, a.verbose);
+  backend->configure(a.run);
+  return backend;
 }
 
 // ------------------------------------------------------------------------------------------- bench
@@ -160,6 +185,10 @@ struct BenchRow {
   std::string backend, precision, device, artefact, clock;
   std::vector<int64_t> input_shape;
   Stats device_only, end_to_end;
+  bool cuda_graph = false;
+  std::string output_dtype, host_buffers;
+  std::optional<Stats> stream;  // ms per frame, one sample per stream of --stream-frames frames
+  int stream_frames = 0;
 };
 
 // Deterministic inputs in [-1, 1] (what a normalised image spans); values do not change the latency.
@@ -179,19 +208,41 @@ int64_t numel(const std::vector<int64_t>& s) {
 
 BenchRow bench_one(Backend& backend, const std::vector<int64_t>& shape, const Args& a) {
   backend.prepare(shape);
-  std::vector<float> host_in = make_input(numel(shape));
-  std::vector<float> host_out(static_cast<size_t>(numel(backend.output_shape())));
-  for (int i = 0; i < a.warmup; ++i) {
-    backend.upload(host_in.data());
-    backend.run();
-    backend.download(host_out.data());
+  const std::vector<float> input = make_input(numel(shape));
+  // End-to-end buffers: the backend's pinned ones where it has them (the caller fills the input
+  // there, as an image decoder would), else the caller's own (pageable) memory.
+  const bool pinned = !a.pageable && backend.host_input() != nullptr;
+  std::vector<float> own_in = input;
+  std::vector<unsigned char> own_out;
+  float* host_in = own_in.data();
+  void* host_out = nullptr;
+  if (pinned) {
+    host_in = backend.host_input();
+    std::copy(input.begin(), input.end(), host_in);
+    host_out = backend.host_output();
+  } else {
+    own_out.resize(static_cast<size_t>(numel(backend.output_shape())) * element_size(backend.output_dtype()));
+    host_out = own_out.data();
   }
-  BenchRow row{backend.kind(), backend.precision(), backend.device(), backend.artefact(), "", shape, {}, {}};
+  for (int i = 0; i < a.warmup; ++i) {
+    backend.upload(host_in);
+    backend.run();
+    backend.download_to(host_out);
+  }
+  BenchRow row;
+  row.backend = backend.kind();
+  row.precision = backend.precision();
+  row.device = backend.device();
+  row.artefact = backend.artefact();
+  row.input_shape = shape;
+  row.cuda_graph = backend.uses_cuda_graph();
+  row.output_dtype = dtype_name(backend.output_dtype());
+  row.host_buffers = pinned ? "pinned" : "pageable";
 
   auto timer = backend.make_timer();
   row.clock = timer->clock();
   std::vector<double> device_ms, e2e_ms;
-  backend.upload(host_in.data());
+  backend.upload(host_in);
   backend.synchronize();
   for (int i = 0; i < a.iterations; ++i) {
     timer->start();
@@ -201,13 +252,20 @@ BenchRow bench_one(Backend& backend, const std::vector<int64_t>& shape, const Ar
   }
   for (int i = 0; i < a.iterations; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    backend.upload(host_in.data());
+    backend.upload(host_in);
     backend.run();
-    backend.download(host_out.data());
+    backend.download_to(host_out);
     e2e_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   row.device_only = summarise(device_ms);
   row.end_to_end = summarise(e2e_ms);
+  if (a.stream_frames > 0 && backend.stream_ms_per_frame(std::min(a.stream_frames, 5)) >= 0) {  // warm-up
+    std::vector<double> per_frame;
+    const int streams = std::max(3, a.iterations / a.stream_frames);
+    for (int i = 0; i < streams; ++i) per_frame.push_back(backend.stream_ms_per_frame(a.stream_frames));
+    row.stream = summarise(per_frame);
+    row.stream_frames = a.stream_frames;
+  }
   return row;
 }
 
@@ -234,8 +292,8 @@ std::string stats_json(const Stats& s) {
 
 void write_json(const std::string& path, const std::vector<BenchRow>& rows, const Args& a) {
   std::ostringstream j;
-  j << "{\n  \"schema\": 1,\n  \"tool\": \"lseg_cpp " << kVersion << "\",\n  \"libtorch\": \"" << libtorch_version()
-    << "\",\n  \"cpu_threads\": " << cpu_threads() << ",\n  \"iterations\": " << a.iterations
+  j << "{\n  \"schema\": 2,\n  \"tool\": \"lseg_cpp " << kVersion << "\",\n  \"libtorch\": \"" << libtorch_version()
+    << "\",\n  \"cuda_build\": " << (cuda_compiled() ? "true" : "false") << ",\n  \"cpu_threads\": " << cpu_threads() << ",\n  \"iterations\": " << a.iterations
     << ",\n  \"warmup\": " << a.warmup << ",\n  \"results\": [\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
@@ -243,8 +301,11 @@ void write_json(const std::string& path, const std::vector<BenchRow>& rows, cons
       << "\", \"device\": \"" << json_escape(r.device) << "\", \"artefact\": \"" << json_escape(r.artefact)
       << "\", \"input_shape\": [";
     for (size_t k = 0; k < r.input_shape.size(); ++k) j << (k ? ", " : "") << r.input_shape[k];
-    j << "], \"device_clock\": \"" << r.clock << "\", \"device_only_ms\": " << stats_json(r.device_only)
-      << ", \"end_to_end_ms\": " << stats_json(r.end_to_end) << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
+    j << "], \"device_clock\": \"" << r.clock << "\", \"cuda_graph\": " << (r.cuda_graph ? "true" : "false")
+      << ", \"output_dtype\": \"" << r.output_dtype << "\", \"host_buffers\": \"" << r.host_buffers
+      << "\", \"device_only_ms\": " << stats_json(r.device_only) << ", \"end_to_end_ms\": " << stats_json(r.end_to_end)
+      << ", \"stream_ms_per_frame\": " << (r.stream ? stats_json(*r.stream) : "null")
+      << ", \"stream_frames\": " << r.stream_frames << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
   }
   j << "  ]\n}\n";
   const std::string tmp = path + ".tmp";
@@ -294,16 +355,19 @@ int cmd_bench(const Args& a) {
   std::cout << "lseg_cpp bench: libtorch " << libtorch_version() << ", " << a.iterations << " iterations after "
             << a.warmup << " warm-up, CPU threads " << cpu_threads() << "\n";
   std::cout << "device-only: input on the device, output left there; end-to-end: host float32 in -> host "
-               "float32 out\n\n";
+            << dtype_name(a.run.output_dtype) << " out, one blocking call; stream: ms per frame, copies overlapping "
+               "compute\n\n";
   std::cout << std::left << std::setw(11) << "size" << std::setw(16) << "backend" << std::setw(22) << "device"
             << std::setw(30) << "device-only ms (median | mean ± std)" << "   "
-            << "end-to-end ms (median | mean ± std)\n";
+            << "end-to-end ms (median | mean ± std)   stream ms/frame (median)   graph  out   host\n";
   for (const auto& r : rows) {
     const std::string size = std::to_string(r.input_shape[2]) + "x" + std::to_string(r.input_shape[3]) +
                              (r.input_shape[0] > 1 ? " b" + std::to_string(r.input_shape[0]) : "");
     auto cell = [](const Stats& s) { return fmt(s.median) + " | " + fmt(s.mean) + " ± " + fmt(s.std); };
     std::cout << std::left << std::setw(11) << size << std::setw(16) << (r.backend + "-" + r.precision)
-              << std::setw(22) << r.device << std::setw(37) << cell(r.device_only) << "   " << cell(r.end_to_end)
+              << std::setw(22) << r.device << std::setw(37) << cell(r.device_only) << "   " << std::setw(38)
+              << cell(r.end_to_end) << std::setw(27) << (r.stream ? fmt(r.stream->median) : std::string("-"))
+              << std::setw(7) << (r.cuda_graph ? "yes" : "no") << std::setw(6) << r.output_dtype << r.host_buffers
               << "\n";
   }
   std::cout << std::flush;
@@ -355,13 +419,20 @@ int cmd_extract(const Args& a) {
     shape = {1, 3, h, w};
   }
   backend->prepare(shape);
-  std::vector<float> out(static_cast<size_t>(numel(backend->output_shape())));
+  const OutputDtype dtype = backend->output_dtype();
+  std::vector<unsigned char> out(static_cast<size_t>(numel(backend->output_shape())) * element_size(dtype));
   backend->upload(data.data());
   backend->run();
-  backend->download(out.data());
-  write_npy_f32(a.output, backend->output_shape(), out.data());
-  std::cerr << "wrote " << a.output << ": " << shape_str(backend->output_shape()) << " float32 from "
-            << backend->kind() << "-" << backend->precision() << " on " << backend->device() << std::endl;
+  backend->download_to(out.data());
+  if (dtype == OutputDtype::kFloat16) {
+    write_npy_f16(a.output, backend->output_shape(), out.data());
+  } else {
+    write_npy_f32(a.output, backend->output_shape(), reinterpret_cast<const float*>(out.data()));
+  }
+  std::cerr << "wrote " << a.output << ": " << shape_str(backend->output_shape())
+            << (dtype == OutputDtype::kFloat16 ? " float16" : " float32") << " from " << backend->kind() << "-"
+            << backend->precision() << " on " << backend->device()
+            << (backend->uses_cuda_graph() ? " (CUDA graph)" : "") << std::endl;
   return 0;
 }
 
@@ -369,6 +440,8 @@ int cmd_info() {
   std::cout << "lseg_cpp " << kVersion << "\n"
             << "libtorch " << libtorch_version() << "\n"
             << "backends: aoti" << (tensorrt_compiled() ? " tensorrt" : "") << "\n"
+            << "cuda: " << (cuda_compiled() ? "compiled (CUDA graphs, pinned buffers, stream mode)"
+                                            : "not compiled (libtorch without CUDA)") << "\n"
             << "tensorrt: " << (tensorrt_compiled() ? "compiled" : "not compiled (TensorRT not found by CMake)") << "\n"
             << "opencv: " << (opencv_compiled() ? "compiled" : "not compiled (raw .npy input only)") << "\n";
   return 0;

@@ -134,8 +134,13 @@ NpyArray read_npy_f32(const std::string& path) {
   return arr;
 }
 
-void write_npy_f32(const std::string& path, const std::vector<int64_t>& shape, const float* data) {
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape_str(shape) + ", }";
+namespace {
+
+void write_npy(const std::string& path, const std::vector<int64_t>& shape, const void* data, const char* descr,
+               int64_t item_size) {
+  if (!host_is_little_endian()) throw UserError("this host is big-endian; lseg_cpp writes little-endian .npy only");
+  std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " +
+                       shape_str(shape) + ", }";
   // Version 1.0: magic(6) + version(2) + len(2) + header, padded with spaces to a multiple of 64 and
   // terminated by '\n', so that the data is aligned.
   const size_t unpadded = kMagicLen + 2 + 2 + header.size() + 1;
@@ -157,7 +162,7 @@ void write_npy_f32(const std::string& path, const std::vector<int64_t>& shape, c
                                   static_cast<unsigned char>(header.size() >> 8)};
     out.write(reinterpret_cast<const char*>(len), 2);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    out.write(reinterpret_cast<const char*>(data), n * static_cast<int64_t>(sizeof(float)));
+    out.write(reinterpret_cast<const char*>(data), n * item_size);
     out.flush();
     if (!out) {
       std::remove(tmp.c_str());
@@ -169,6 +174,16 @@ void write_npy_f32(const std::string& path, const std::vector<int64_t>& shape, c
     std::remove(tmp.c_str());
     throw UserError(path + ": cannot rename the temp file into place (" + reason + ")");
   }
+}
+
+}  // namespace
+
+void write_npy_f32(const std::string& path, const std::vector<int64_t>& shape, const float* data) {
+  write_npy(path, shape, data, "<f4", sizeof(float));
+}
+
+void write_npy_f16(const std::string& path, const std::vector<int64_t>& shape, const void* data) {
+  write_npy(path, shape, data, "<f2", 2);
 }
 
 }  // namespace lseg
