@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Issue 13, H100 call of 2026-11-25 (third session): C++ (CUDA graph, pinned, fp16) vs Python
+# compiled and Python AOTI at 260/520/910, then the latency-ratio tests against the committed H100
+# baseline (the regression gate).  OUT=... bash scripts/gpu_call_cpp.sh
+set -u
+export PYTHONPATH=${PYTHONPATH:-}:$PWD/src PYTHONUNBUFFERED=1
+OUT=${OUT:-reports/gpu}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+timeout 450 python3 scripts/gpu_cpp_compare.py --budget-s ${CPP_BUDGET:-400} --iterations 100 --stream-frames 30 \
+  2>&1 | grep -v -i warn | tee "$OUT/cpp_call.log" | tail -30
+timeout ${GATE_S:-140} python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
+  --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
+  --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -25
+# at most 8 files come back: fold the per-step logs into one archive
+cd "$OUT" && tar czf details.tgz logs cpp_*.json 2>/dev/null; rm -rf logs cpp_*.json
