@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 LOADERS = {
+    "load-only": "import torch; m = torch._inductor.aoti_load_package({p!r}, device_index=0); print('loaded')",
+    "cuda-first": "import torch; torch.zeros(1, device='cuda'); m = torch._inductor.aoti_load_package({p!r}, "
+                  "device_index=0); print(m(torch.randn(1, 3, 64, 96, device='cuda')).shape)",
     "raw": "import torch; m = torch._inductor.aoti_load_package({p!r}, device_index=0); "
            "print(m(torch.randn(1, 3, 64, 96, device='cuda')).shape)",
     "raw-noidx": "import torch; m = torch._inductor.aoti_load_package({p!r}); "
@@ -47,8 +51,10 @@ def main() -> None:
             continue
         package_s = time.perf_counter() - t0
         for name, code in LOADERS.items():
-            proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code.format(p=str(path))],
-                                  capture_output=True, text=True, timeout=120)
+            cmd = [sys.executable, "-X", "faulthandler", "-c", code.format(p=str(path))]
+            if name == "raw" and shutil.which("gdb"):  # a native backtrace of the crash, where gdb exists
+                cmd = ["gdb", "-q", "-batch", "-ex", "run", "-ex", "bt 25", "--args", *cmd]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             case = {"precision": precision, "loader": name, "package_s": round(package_s, 1), "rc": proc.returncode,
                     "stdout": proc.stdout.strip()[-300:], "stderr_tail": proc.stderr.strip()[-2500:]}
             result["cases"].append(case)
