@@ -154,3 +154,19 @@ def test_package_from_another_cpu_is_unavailable(tiny_package, tmp_path):
     _rewrite_metadata(tiny_package, fake, AOTI_MACHINE="aarch64-elsewhere")
     with pytest.raises(BackendUnavailable, match="compiled for aarch64-elsewhere"):
         AOTIRunner(fake).activate()
+
+
+def test_a_load_that_kills_the_child_becomes_one_clear_reason(tmp_path):
+    """The CUDA-package probe: a SIGSEGV in the child (torch 2.11's defect) is named, an ordinary
+    failure or success is left to the in-process load."""
+    from lseg_encoder.runners.aoti_runner import load_crash_reason
+
+    pkg = tmp_path / "x.pt2"
+    pkg.write_bytes(b"PK")
+    crash = "import os, signal, sys; os.kill(os.getpid(), signal.SIGSEGV)"
+    reason = load_crash_reason(pkg, 0, code=crash)
+    assert reason and "SIGSEGV" in reason and "lseg_cpp" in reason
+    assert load_crash_reason(pkg, 1, code="import sys; sys.exit(1)") is None
+    assert load_crash_reason(pkg, 2, code="import sys; print(sys.argv[1:])") is None
+    # memoised per file and device: the same key does not run the child again
+    assert load_crash_reason(pkg, 0, code="raise SystemExit(0)") == reason

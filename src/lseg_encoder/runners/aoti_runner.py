@@ -4,12 +4,19 @@ The package fixes the input shape, precision and device at packaging time; all t
 its metadata when the runner is constructed (a small zip read, no library loaded), so `input_spec`
 is static and a wrong shape is refused before anything runs. `activate()` loads the compiled library
 with `torch._inductor.aoti_load_package`, after checking that this machine can run it.
+
+CUDA packages are first loaded once in a child process (`load_crash_reason`): on torch 2.11+cu130
+on the H100, `aoti_load_package` of a CUDA package kills the Python process with SIGSEGV during the
+load itself (docs/cpp.md, "Python AOTI on CUDA"), which no `except` can catch. The probe turns that
+into one clear error and leaves the caller's process alive; `LSEG_AOTI_PROBE=0` skips it.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +55,10 @@ class AOTIRunner(Runner):
         if reason:
             raise BackendUnavailable(f"{self.package}: {reason}")
         index = self.device.index if self.device.type == "cuda" and self.device.index is not None else -1
+        if self.spec.device == "cuda":
+            crash = load_crash_reason(self.package, index)
+            if crash:
+                raise BackendUnavailable(f"{self.package}: {crash}")
         try:
             self.model = torch._inductor.aoti_load_package(str(self.package), device_index=index)
         except RuntimeError as exc:
@@ -86,3 +97,32 @@ def package_unavailable_reason(meta: dict[str, str]) -> str | None:
     if device == "cpu" and "AVX512" in isa.split() and "AVX512" not in here:
         return f"the package's CPU kernels use {isa}, this CPU supports only {here}; re-package it here"
     return None
+
+
+_PROBE = "import sys, torch; torch._inductor.aoti_load_package(sys.argv[1], device_index=int(sys.argv[2]))"
+_probed: dict[tuple[str, int, int], str | None] = {}
+
+
+def load_crash_reason(package: Path, device_index: int, code: str = _PROBE, timeout: float = 600) -> str | None:
+    """Load `package` in a child Python first; why it killed the child (a signal), else None.
+
+    Memoised per file, modification time and device for this process. An ordinary load error
+    (exit status > 0) is left to the in-process load, which reports it with its own message.
+    """
+    if os.environ.get("LSEG_AOTI_PROBE", "1") == "0":
+        return None
+    key = (str(Path(package).resolve()), Path(package).stat().st_mtime_ns, device_index)
+    if key not in _probed:
+        proc = subprocess.run([sys.executable, "-c", code, str(package), str(device_index)],
+                              capture_output=True, text=True, timeout=timeout)
+        reason = None
+        if proc.returncode < 0:
+            try:
+                name = signal.Signals(-proc.returncode).name
+            except ValueError:
+                name = f"signal {-proc.returncode}"
+            reason = (f"loading this CUDA package kills the Python process ({name}) on torch {torch.__version__}, "
+                      "a torch defect (docs/cpp.md, 'Python AOTI on CUDA'); run it with lseg_cpp, or use the "
+                      "compiled backend in Python")
+        _probed[key] = reason
+    return _probed[key]
