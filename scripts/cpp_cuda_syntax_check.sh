@@ -41,11 +41,11 @@ fi
 common=(-std=c++20 -fsyntax-only -Wall -Wextra -Werror -D_GLIBCXX_USE_CXX11_ABI=1
         -isystem "$TORCH_INC" -isystem "$TORCH_INC/torch/csrc/api/include")
 echo "torch $TORCH_VER headers: $TORCH_INC; CUDA headers: $CUDA_INCLUDE, $CUDA_CRT_INCLUDE; $($CXX --version | head -1)"
-for f in cpp/src/cuda_graph.cpp cpp/src/aoti_backend.cpp cpp/src/main.cpp; do
+for f in cpp/src/cuda_graph.cpp cpp/src/aoti_backend.cpp cpp/src/main.cpp cpp/src/bench.cpp cpp/src/cli.cpp; do
   echo "  LSEG_WITH_CUDA=1  $f"
   "$CXX" "${common[@]}" -DLSEG_WITH_CUDA=1 -isystem "$CUDA_INCLUDE" -isystem "$CUDA_CRT_INCLUDE" -idirafter "$stub" "$f"
 done
-for f in cpp/src/aoti_backend.cpp cpp/src/main.cpp cpp/src/npy.cpp; do
+for f in cpp/src/aoti_backend.cpp cpp/src/main.cpp cpp/src/bench.cpp cpp/src/cli.cpp cpp/src/npy.cpp; do
   echo "  CPU build         $f"
   "$CXX" "${common[@]}" "$f"
 done
