@@ -188,14 +188,7 @@ class AOTIBackend : public Backend {
     output_ = call(input_);
   }
 
-  void download(float* host) override {
-    if (options_.output_dtype != OutputDtype::kFloat32) {
-      throw UserError(path_ + ": download(float*) with --output-dtype fp16; use download_to");
-    }
-    download_to(host);
-  }
-
-  void download_to(void* host) override {
+  void download(void* host) override {
 #ifdef LSEG_WITH_CUDA
     if (session_) {
       check_output_shape(session_->output());

@@ -38,7 +38,7 @@ class SteadyTimer : public DeviceTimer {
   std::chrono::steady_clock::time_point t0_, t1_;
 };
 
-// What the host receives from `download_to`: float32 (default) or float16 (half the bytes to copy;
+// What the host receives from `download`: float32 (default) or float16 (half the bytes to copy;
 // fp16 keeps ~3 significant digits of the unit-norm features, inside the fp16 tolerance row).
 enum class OutputDtype { kFloat32, kFloat16 };
 
@@ -80,9 +80,8 @@ class Backend {
 
   virtual void upload(const float* host_input) = 0;  // host -> device input buffer
   virtual void run() = 0;                            // enqueue the model on the device buffers
-  virtual void download(float* host_output) = 0;     // device output -> host, waits for completion
   // Device output -> host in output_dtype() (element_size() bytes each), waits for completion.
-  virtual void download_to(void* host_output) { download(static_cast<float*>(host_output)); }
+  virtual void download(void* host_output) = 0;
   // Page-locked host buffers the backend owns (input_shape float32, output_shape output_dtype),
   // where it has them (CUDA builds, CUDA packages): copies from/to them are asynchronous DMA, which
   // pageable memory cannot do. nullptr elsewhere; the caller then passes its own buffers.

@@ -82,7 +82,7 @@ BenchRow bench_one(Backend& backend, const std::vector<int64_t>& shape, const Ar
   for (int i = 0; i < a.warmup; ++i) {
     backend.upload(host_in);
     backend.run();
-    backend.download_to(host_out);
+    backend.download(host_out);
   }
   BenchRow row;
   row.backend = backend.kind();
@@ -109,7 +109,7 @@ BenchRow bench_one(Backend& backend, const std::vector<int64_t>& shape, const Ar
     const auto t0 = std::chrono::steady_clock::now();
     backend.upload(host_in);
     backend.run();
-    backend.download_to(host_out);
+    backend.download(host_out);
     e2e_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   row.device_only = summarise(device_ms);

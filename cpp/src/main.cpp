@@ -103,7 +103,7 @@ int cmd_extract(const Args& a) {
   std::vector<unsigned char> out(static_cast<size_t>(numel(backend->output_shape())) * element_size(dtype));
   backend->upload(data.data());
   backend->run();
-  backend->download_to(out.data());
+  backend->download(out.data());
   if (dtype == OutputDtype::kFloat16) {
     write_npy_f16(a.output, backend->output_shape(), out.data());
   } else {

@@ -274,7 +274,8 @@ class TrtBackend : public Backend {
     if (!context_->enqueueV3(stream_)) throw UserError(path_ + ": enqueueV3 failed: " + logger_.last_error());
   }
 
-  void download(float* host) override {
+  void download(void* out) override {  // float32 only: configure() refuses --output-dtype fp16
+    float* host = static_cast<float*>(out);
     void* dst = out_type_ == nvinfer1::DataType::kHALF ? static_cast<void*>(staging_out_.data()) : host;
     LSEG_CUDA_CHECK(cudaMemcpyAsync(dst, d_out_, out_count_ * element_size(out_type_), cudaMemcpyDeviceToHost, stream_));
     LSEG_CUDA_CHECK(cudaStreamSynchronize(stream_));
