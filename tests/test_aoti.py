@@ -170,3 +170,6 @@ def test_a_load_that_kills_the_child_becomes_one_clear_reason(tmp_path):
     assert load_crash_reason(pkg, 2, code="import sys; print(sys.argv[1:])") is None
     # memoised per file and device: the same key does not run the child again
     assert load_crash_reason(pkg, 0, code="raise SystemExit(0)") == reason
+    # a load that hangs is a reason too, not a TimeoutExpired traceback
+    hang = load_crash_reason(pkg, 3, code="import time; time.sleep(60)", timeout=1)
+    assert hang and "did not finish in 1 s" in hang

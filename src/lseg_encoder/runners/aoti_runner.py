@@ -104,7 +104,7 @@ _probed: dict[tuple[str, int, int], str | None] = {}
 
 
 def load_crash_reason(package: Path, device_index: int, code: str = _PROBE, timeout: float = 600) -> str | None:
-    """Load `package` in a child Python first; why it killed the child (a signal), else None.
+    """Load `package` in a child Python first; why it killed the child (a signal) or hung, else None.
 
     Memoised per file, modification time and device for this process. An ordinary load error
     (exit status > 0) is left to the in-process load, which reports it with its own message.
@@ -113,16 +113,22 @@ def load_crash_reason(package: Path, device_index: int, code: str = _PROBE, time
         return None
     key = (str(Path(package).resolve()), Path(package).stat().st_mtime_ns, device_index)
     if key not in _probed:
+        _probed[key] = _probe_in_child(package, device_index, code, timeout)
+    return _probed[key]
+
+
+def _probe_in_child(package: Path, device_index: int, code: str, timeout: float) -> str | None:
+    try:
         proc = subprocess.run([sys.executable, "-c", code, str(package), str(device_index)],
                               capture_output=True, text=True, timeout=timeout)
-        reason = None
-        if proc.returncode < 0:
-            try:
-                name = signal.Signals(-proc.returncode).name
-            except ValueError:
-                name = f"signal {-proc.returncode}"
-            reason = (f"loading this CUDA package kills the Python process ({name}) on torch {torch.__version__}, "
-                      "a torch defect (docs/cpp.md, 'Python AOTI on CUDA'); run it with lseg_cpp, or use the "
-                      "compiled backend in Python")
-        _probed[key] = reason
-    return _probed[key]
+    except subprocess.TimeoutExpired:
+        return f"loading this CUDA package in a child process did not finish in {timeout:g} s"
+    if proc.returncode >= 0:
+        return None
+    try:
+        name = signal.Signals(-proc.returncode).name
+    except ValueError:
+        name = f"signal {-proc.returncode}"
+    return (f"loading this CUDA package kills the Python process ({name}) on torch {torch.__version__}, "
+            "a torch defect (docs/cpp.md, 'Python AOTI on CUDA'); run it with lseg_cpp, or use the "
+            "compiled backend in Python")
