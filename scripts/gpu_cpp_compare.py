@@ -36,11 +36,9 @@ $OUT/logs/*.log. Progress lines carry the elapsed time. CPU smoke run (tiny back
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -96,8 +94,8 @@ def markdown(d: dict) -> str:
     m = d["machine"]
     lines = [f"# lseg_cpp vs Python, {d['args']['backbone']} (SYNTHETIC weights) {d['args']['precision']} "
              f"{d['args']['device']}, batch 1",
-             f"{m.get('gpu', m.get('cpu', '?'))}, torch {m.get('torch', '?')}, CUDA {m.get('cuda', '-')}, "
-             f"driver {m.get('driver', '-')}, {m.get('date', '?')}; {d['args']['iterations']} iterations after "
+             f"{m.get('gpu') or m.get('cpu', '?')}, torch {m.get('torch', '?')}, CUDA {m.get('cuda') or '-'}, "
+             f"driver {m.get('driver') or '-'}, {m.get('date', '?')}; {d['args']['iterations']} iterations after "
              f"{d['args']['warmup']} warm-up; medians in ms (stream: ms per frame)", "",
              "| size | C++ graph dev | C++ eager dev | Py compiled dev | C++ graph e2e fp16 pinned "
              "| C++ eager e2e fp16 pinned | C++ old e2e fp32 pageable | Py e2e fp16 pinned | C++ stream | Py stream "
@@ -124,23 +122,6 @@ def markdown(d: dict) -> str:
     for name, s in d["steps"].items():
         lines.append(f"- {name}: {s['status']} at {s['at_s']} s" + (f": {s['detail']}" if s["detail"] else ""))
     return "\n".join(lines)
-
-
-def machine_info() -> dict:
-    import torch
-
-    info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count()}
-    if torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda,
-                    capability=".".join(map(str, torch.cuda.get_device_capability())))
-        smi = shutil.which("nvidia-smi")
-        if smi:
-            out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True).stdout.strip()
-            info["driver"] = out.splitlines()[0] if out else ""
-    return info
 
 
 # ------------------------------------------------------------------------------------------ build
@@ -308,6 +289,7 @@ def main() -> int:
 
     from lseg_encoder import default_synthetic_checkpoint, load_encoder, parse_size
     from lseg_encoder.loaders import aoti_package
+    from lseg_encoder.suites.timing import machine_info
 
     if args.device == "cuda" and not torch.cuda.is_available():
         log("torch.cuda.is_available() is False: run this on the GPU machine, or pass --device cpu")
