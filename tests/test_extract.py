@@ -41,6 +41,8 @@ def test_native_fp32_matches_features_of_each_image(run, images, tmp_path, tiny_
     folder, ids = images
     summary = run([folder], tmp_path / "out", dtype="fp32", batch=1)
     assert (summary.ok, summary.failed, summary.total) == (6, 0, 6) and summary.complete
+    items, seconds = summary.steady  # 6 batches of 1; writes finish on threads, so the first may land after warm()
+    assert 1 <= items <= 6 and 0 < seconds < summary.seconds and summary.steady_images_per_second > 0
     files = feature_files(tmp_path / "out")
     assert sorted(files) == ids
     for item_id, path in files.items():
@@ -256,6 +258,8 @@ def test_two_cpu_processes_share_the_queue_and_match_one(run, images, tmp_path):
     run([folder], tmp_path / "one", dtype="fp32")
     summary = run([folder], tmp_path / "two", dtype="fp32", devices="cpu,cpu")
     assert summary.ok == 6 and summary.device == "cpu,cpu"
+    # each process that got a chunk warmed up once (one may claim all 3 chunks first); warm-ups overlap, not summed
+    assert summary.stages.warmup_items in (2, 4) and summary.stages.warmup < summary.seconds
     a, b = feature_files(tmp_path / "one"), feature_files(tmp_path / "two")
     assert sorted(b) == ids
     for item_id in ids:
@@ -297,3 +301,36 @@ def test_short_chunk_padded_for_static_batch_backends_gives_the_same_features(ti
     assert len(padded) == 2
     for a, b in zip(plain, padded):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_steady_window_opens_when_the_last_device_is_warm(monkeypatch):
+    """Two devices warming up side by side: the rate counts only items finished after BOTH were warm,
+    over seconds on one clock (summing their warm-ups would subtract overlapping seconds twice)."""
+    import lseg_encoder.extract.summary as summary_mod
+    from lseg_encoder.extract.manifest import Record
+    from lseg_encoder.extract.summary import Tally
+
+    clock = iter([1.0, 2.0, 10.0, 11.0, 12.0, 20.0, 21.0, 22.0])
+    monkeypatch.setattr(summary_mod.time, "monotonic", lambda: next(clock))
+    tally = Tally()
+    ok = Record("x", "x.png", "ok")
+    assert tally.steady_window() is None  # nobody warm yet
+    tally(ok)  # 1.0: first batch of device A
+    tally.warm()  # 2.0: A warm
+    tally(ok)  # 10.0: A's second batch, while B still compiles: not steady
+    tally.warm()  # 11.0: B warm -> the window opens
+    tally(ok)  # 12.0
+    tally(Record("y", "y.png", "failed", reason="bad"))  # failures take no clock reading
+    tally(ok)  # 20.0
+    tally(ok)  # 21.0
+    assert tally.steady_window() == (3, 10.0)  # items at 12, 20, 21 over 21 - 11 s
+    assert tally.ok == 5 and tally.failed == 1
+
+
+def test_stage_times_keep_the_longest_warmup_of_parallel_devices():
+    from lseg_encoder.extract.pipeline import StageTimes
+
+    total = StageTimes()
+    total.add(StageTimes(compute=2.0, warmup=30.0, warmup_items=16))
+    total.add(StageTimes(compute=3.0, warmup=25.0, warmup_items=16))
+    assert (total.compute, total.warmup, total.warmup_items) == (5.0, 30.0, 32)

@@ -199,7 +199,7 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     return ExtractSummary(out=str(out_path) if out_path else None, total=len(selected), skipped=len(done),
                           ok=tally.ok, failed=tally.failed, seconds=seconds, bytes=stages.bytes, stages=stages,
                           device=",".join(device_list) if device_list else device, backend=backend,
-                          failures=tally.failures)
+                          failures=tally.failures, steady=tally.steady_window())
 
 
 def _run_engine(engine, spec: JobSpec, output: Output, plan: list[Item], tally, device_list, ray_address,
@@ -218,7 +218,7 @@ def _run_engine(engine, spec: JobSpec, output: Output, plan: list[Item], tally, 
 
     computer = FeatureComputer(spec, encoder)
     try:
-        return run_items(spec, output, plan, new_counter(), tally, computer=computer)
+        return run_items(spec, output, plan, new_counter(), tally, computer=computer, warm=tally.warm)
     finally:
         computer.close()
 

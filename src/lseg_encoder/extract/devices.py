@@ -35,7 +35,8 @@ def _worker(spec: JobSpec, output: Output, plan: list[Item], counter, results) -
     """Entry point of one device process: everything it finishes goes back through `results`."""
     _die_with_parent()
     try:
-        times = run_items(spec, output, plan, counter, lambda r: results.put(("record", dataclasses.asdict(r))))
+        times = run_items(spec, output, plan, counter, lambda r: results.put(("record", dataclasses.asdict(r))),
+                          warm=lambda: results.put(("warm", None)))
         results.put(("done", dataclasses.asdict(times)))
     except LsegError as exc:
         results.put(("error", f"{spec.device}: {exc}"))
@@ -68,6 +69,8 @@ def run_devices(spec: JobSpec, output: Output, plan: list[Item], tally, devices:
                 continue
             if kind == "record":
                 tally(Record(**payload))
+            elif kind == "warm":  # clocked here, on the parent's clock, after that device's first records
+                tally.warm()
             elif kind == "done":
                 stages.add(StageTimes(**payload))
                 finished += 1

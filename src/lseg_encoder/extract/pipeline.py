@@ -27,7 +27,8 @@ class StageTimes:
     """Seconds per stage. decode is summed over worker processes (CPU-seconds), so it can exceed
     the wall time; `wait` is the time compute sat idle waiting for decoded pixels. `warmup` is the
     wall time until the first batch was computed (compilation, CUDA-graph capture, allocator growth),
-    `warmup_items` the items in it: the steady-state rate leaves both out."""
+    `warmup_items` the items in it. Devices warm up side by side, so `add` keeps the longest warm-up
+    (the steady-state rate itself is clocked by the Tally, on one clock)."""
 
     decode: float = 0.0
     wait: float = 0.0
@@ -39,8 +40,9 @@ class StageTimes:
     warmup_items: int = 0
 
     def add(self, other: StageTimes) -> None:
-        for name in ("decode", "wait", "compute", "write", "bytes", "load", "warmup", "warmup_items"):
+        for name in ("decode", "wait", "compute", "write", "bytes", "load", "warmup_items"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.warmup = max(self.warmup, other.warmup)
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,9 @@ class Output:
 
 
 def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: Callable[[Record], None],
-              computer: FeatureComputer | None = None) -> StageTimes:
-    """Process the chunks of `items` that this process claims from `counter`."""
+              computer: FeatureComputer | None = None, warm: Callable[[], None] | None = None) -> StageTimes:
+    """Process the chunks of `items` that this process claims from `counter`; `warm()` is called once,
+    after the first batch has been computed (after its items were emitted)."""
     times = StageTimes()
     t0 = time.perf_counter()
     own = computer is None
@@ -80,6 +83,8 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
             if not times.warmup_items:
                 computer.runner.synchronize()
                 times.warmup, times.warmup_items = time.perf_counter() - started, min(spec.batch, len(items))
+                if warm is not None:
+                    warm()
         writer.close()
     finally:
         writer.pool.shutdown(wait=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .manifest import Record
@@ -22,6 +23,8 @@ class ExtractSummary:
     device: str
     backend: str
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    steady: tuple[int, float] | None = None  # (items, seconds) once every device was warm: Tally.steady_window
+
 
     @property
     def images_per_second(self) -> float:
@@ -29,10 +32,12 @@ class ExtractSummary:
 
     @property
     def steady_images_per_second(self) -> float | None:
-        """The rate after the first batch, whose time holds compilation and warm-up (None: too few items)."""
-        s = self.stages
-        items, seconds = self.ok - s.warmup_items, self.seconds - s.warmup
-        return items / seconds if s.warmup_items and items > 0 and seconds > 0 else None
+        """The rate once every device had computed its first batch, whose time holds compilation and
+        warm-up (None: too few items, or an engine that does not report warm-up, like Ray)."""
+        if self.steady is None:
+            return None
+        items, seconds = self.steady
+        return items / seconds
 
     @property
     def complete(self) -> bool:
@@ -58,7 +63,13 @@ class ExtractSummary:
 
 
 class Tally:
-    """Counts finished items from any thread, feeding the manifest and the progress bar."""
+    """Counts finished items from any thread, feeding the manifest and the progress bar.
+
+    It also clocks the steady state on ONE clock, the one of the process that keeps the tally: each
+    device says when its first batch is done (`warm`), and the steady window runs from the last of
+    those to the last finished item. With several devices warming up side by side, subtracting
+    per-device warm-up times from the wall time would count overlapping seconds twice.
+    """
 
     def __init__(self, manifest=None, bar=None):
         self.manifest = manifest
@@ -67,6 +78,23 @@ class Tally:
         self.failed = 0
         self.failures: list[tuple[str, str]] = []
         self._lock = threading.Lock()
+        self._ok_times: list[float] = []
+        self._warm_times: list[float] = []
+
+    def warm(self) -> None:
+        """One device has computed its first batch (compilation and warm-up are behind it)."""
+        with self._lock:
+            self._warm_times.append(time.monotonic())
+
+    def steady_window(self) -> tuple[int, float] | None:
+        """(items finished, seconds) after every device reported `warm`; None when nothing finished then."""
+        with self._lock:
+            if not self._warm_times:
+                return None
+            start = max(self._warm_times)
+            after = [t for t in self._ok_times if t > start]
+            seconds = after[-1] - start if after else 0.0
+            return (len(after), seconds) if after and seconds > 0 else None
 
     def __call__(self, record: Record) -> None:
         with self._lock:
@@ -74,6 +102,7 @@ class Tally:
                 self.manifest.append(record)
             if record.status == "ok":
                 self.ok += 1
+                self._ok_times.append(time.monotonic())
             else:
                 self.failed += 1
                 self.failures.append((record.id, record.reason or ""))
