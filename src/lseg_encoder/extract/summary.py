@@ -50,8 +50,9 @@ class ExtractSummary:
             + (f" -> {self.out}" if self.out else ""),
             f"{self.images_per_second:.2f} img/s on {self.device} ({self.backend}), {self.seconds:.1f} s, "
             f"{self.bytes / 1e9:.3f} GB written"
-            + (f"; {self.steady_images_per_second:.1f} img/s after the first batch (its {self.stages.warmup:.1f} s "
-               "hold compilation and warm-up)" if self.steady_images_per_second else ""),
+            + (f"; {self.steady_images_per_second:.1f} img/s after the first batch ({self.steady[0]} items in "
+               f"{self.steady[1]:.1f} s once every device was warm; the first {self.stages.warmup:.1f} s hold "
+               "compilation and warm-up)" if self.steady else ""),
             f"stages: model load {s.load:.1f} s | decode {s.decode:.1f} s (worker CPU) | waiting for decode "
             f"{s.wait:.1f} s | compute {s.compute:.1f} s | write {s.write:.1f} s (writer threads)",
         ]
