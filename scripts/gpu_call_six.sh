@@ -13,6 +13,7 @@ case "${1:-six}" in
 six)
   timeout 360 python3 scripts/gpu_levers.py --variants base --sizes 260 390 520 650 780 910 --e2e base \
     --profile none --deadline 330 --name six 2>&1 | noise | tee "$OUT/six.log" | tail -40
+  [ "${SKIP_BENCH:-0}" = 1 ] && exit 0
   echo "== bench: compiled fp16, batch 16 at 480, device-only"
   timeout 150 python3 -m lseg_encoder.cli bench --device cuda --no-progress --backends compiled --sizes 480 \
     --batch 16 --iterations 50 --mode device --out "$OUT/bench_b16" 2>&1 | noise | tail -6

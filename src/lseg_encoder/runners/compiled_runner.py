@@ -97,7 +97,13 @@ class CompiledRunner(TorchRunner):
         return sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
 
     def _bucket(self, x: torch.Tensor):
-        key = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
+        shape = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
+        # Dynamo guards on the input's dtype and on whether it is an inference tensor (a CUDA tensor made
+        # outside inference_mode keeps its autograd dispatch key; `.to(device)` of a CPU one does not),
+        # and each such variant is a graph of its own. Compiling every variant here, under the lifted
+        # cap, keeps a runner that serves many sizes from hitting the cap at call time (issue 13: the
+        # fifth size failed with FailOnRecompileLimitHit when calls mixed host and device inputs).
+        key = (*shape, x.dtype, x.is_inference())
         fn = self._compiled.get(key)
         if fn is None:
             # every bucket is a new specialisation of the same forward: lift dynamo's recompile cap
@@ -113,7 +119,7 @@ class CompiledRunner(TorchRunner):
                 for _ in range(3):  # compile, then let CUDA-graph trees record and warm
                     fn(x)
             self.synchronize()
-            self.compile_seconds[key] = time.perf_counter() - t0
+            self.compile_seconds.setdefault(shape, time.perf_counter() - t0)  # the first variant of a shape
             self._compiled[key] = fn
         return fn
 
