@@ -11,7 +11,7 @@ date -u +"%Y-%m-%dT%H:%M:%SZ"
 noise() { grep -v -E "^E1125|Ignoring this choice|^ *$|[Ww]arn" ; }
 case "${1:-six}" in
 six)
-  timeout 360 python3 scripts/gpu_levers.py --variants base --sizes 260 390 520 650 780 910 --e2e base \
+  timeout 450 python3 scripts/gpu_levers.py --variants base --sizes 260 390 520 650 780 910 --e2e base \
     --profile none --deadline 330 --name six 2>&1 | noise | tee "$OUT/six.log" | tail -40
   [ "${SKIP_BENCH:-0}" = 1 ] && exit 0
   echo "== bench: compiled fp16, batch 16 at 480, device-only"
