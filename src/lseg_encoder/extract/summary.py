@@ -79,23 +79,25 @@ class Tally:
         self.failed = 0
         self.failures: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._ok_times: list[float] = []
-        self._warm_times: list[float] = []
+        # O(1) whatever the number of items (runs of millions of frames): the last warm mark, the
+        # items finished since it, and when the last of them finished
+        self._warm_at: float | None = None
+        self._since_warm = 0
+        self._last_ok = 0.0
 
     def warm(self) -> None:
-        """One device has computed its first batch (compilation and warm-up are behind it)."""
+        """One device has computed its first batch (compilation and warm-up are behind it): the
+        steady window restarts here, so in the end it opens at the last device's mark."""
         with self._lock:
-            self._warm_times.append(time.monotonic())
+            self._warm_at, self._since_warm = time.monotonic(), 0
 
     def steady_window(self) -> tuple[int, float] | None:
         """(items finished, seconds) after every device reported `warm`; None when nothing finished then."""
         with self._lock:
-            if not self._warm_times:
+            if self._warm_at is None or not self._since_warm:
                 return None
-            start = max(self._warm_times)
-            after = [t for t in self._ok_times if t > start]
-            seconds = after[-1] - start if after else 0.0
-            return (len(after), seconds) if after and seconds > 0 else None
+            seconds = self._last_ok - self._warm_at
+            return (self._since_warm, seconds) if seconds > 0 else None
 
     def __call__(self, record: Record) -> None:
         with self._lock:
@@ -103,7 +105,8 @@ class Tally:
                 self.manifest.append(record)
             if record.status == "ok":
                 self.ok += 1
-                self._ok_times.append(time.monotonic())
+                self._last_ok = time.monotonic()
+                self._since_warm += 1
             else:
                 self.failed += 1
                 self.failures.append((record.id, record.reason or ""))
