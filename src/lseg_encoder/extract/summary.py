@@ -25,7 +25,6 @@ class ExtractSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
     steady: tuple[int, float] | None = None  # (items, seconds) once every device was warm: Tally.steady_window
 
-
     @property
     def images_per_second(self) -> float:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
