@@ -14,10 +14,18 @@ from lseg_encoder.runners.compiled_runner import CompiledRunner
 SIZES = ((32, 32), (32, 64))
 
 
-def test_mixed_inference_and_plain_inputs_over_sizes_stay_under_the_recompile_cap(monkeypatch):
+def test_mixed_inference_and_plain_inputs_over_sizes_stay_under_the_recompile_cap():
     # 2 sizes x 2 kinds of input = 4 graphs of one forward; with the cap at 2, compiling any of them
-    # at call time (outside the runner's lifted cap) fails, as the fifth size did under the cap of 8
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    # at call time (outside the runner's lifted cap) fails, as the fifth size did under the cap of 8.
+    # Dynamo's own patch(), not pytest's monkeypatch: undoing a monkeypatch on a torch config module
+    # deletes the option (torch 2.13: "recompile_limit does not exist" in every later test)
+    before = torch._dynamo.config.recompile_limit
+    with torch._dynamo.config.patch(recompile_limit=2):
+        _serve_two_sizes_with_both_kinds_of_input()
+    assert torch._dynamo.config.recompile_limit == before  # and the option still exists for later tests
+
+
+def _serve_two_sizes_with_both_kinds_of_input():
     torch.manual_seed(0)
     enc = build_encoder("tiny").eval()
     runner = CompiledRunner(enc, "fp32", "cpu", mode="default", freezing=False).activate()
