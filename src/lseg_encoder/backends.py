@@ -49,10 +49,9 @@ class Backend:
 
 
 def _cuda_reason(device: str) -> str | None:
-    from .engine.backend import cuda_available
+    from .engine.backend import cuda_unavailable_reason
 
-    ok, reason = cuda_available() if str(device).startswith("cuda") else (True, "")
-    return None if ok else reason
+    return cuda_unavailable_reason(device)
 
 
 def _onnxruntime_reason(device: str) -> str | None:

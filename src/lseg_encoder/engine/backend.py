@@ -256,6 +256,15 @@ def cuda_available() -> tuple[bool, str]:
     return True, f"CUDA device {torch.cuda.get_device_name()}"
 
 
+def cuda_unavailable_reason(device) -> str | None:
+    """Why `device` cannot be used here (None: it can): CUDA devices need `cuda_available()`, CPUs
+    always can. The one check behind the backend table's probe and the torch runners."""
+    if not str(device).startswith("cuda"):  # a name ("cuda:1") or a torch.device; unknown names are not ours
+        return None
+    ok, reason = cuda_available()
+    return None if ok else reason
+
+
 def execution_unavailable_reason(device=None, flavour: str | TrtBackend | None = None) -> str | None:
     """Why no engine of this flavour can execute here (None: it can), checked without building or
     loading anything: CUDA through torch, an importable runtime, and a GPU the flavour supports.

@@ -34,10 +34,10 @@ def strict_fp32() -> Iterator[None]:
 
 
 def require_device(device: torch.device) -> None:
-    from ..engine.backend import cuda_available
+    from ..engine.backend import cuda_unavailable_reason
 
-    ok, reason = cuda_available() if device.type == "cuda" else (True, "")
-    if not ok:
+    reason = cuda_unavailable_reason(device)
+    if reason:
         raise BackendUnavailable(reason)
 
 
