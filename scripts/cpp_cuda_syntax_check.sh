@@ -45,7 +45,7 @@ for f in cpp/src/cuda_graph.cpp cpp/src/aoti_backend.cpp cpp/src/main.cpp cpp/sr
   echo "  LSEG_WITH_CUDA=1  $f"
   "$CXX" "${common[@]}" -DLSEG_WITH_CUDA=1 -isystem "$CUDA_INCLUDE" -isystem "$CUDA_CRT_INCLUDE" -idirafter "$stub" "$f"
 done
-for f in cpp/src/aoti_backend.cpp cpp/src/main.cpp cpp/src/bench.cpp cpp/src/cli.cpp cpp/src/npy.cpp; do
+for f in cpp/src/aoti_backend.cpp cpp/src/main.cpp cpp/src/bench.cpp cpp/src/cli.cpp cpp/src/npy.cpp cpp/src/atomic_file.cpp; do
   echo "  CPU build         $f"
   "$CXX" "${common[@]}" "$f"
 done

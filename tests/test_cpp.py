@@ -258,6 +258,21 @@ def test_bad_input_exits_nonzero_with_one_clear_line(lseg_cpp, tiny_package, tmp
     assert not (tmp_path / "f.npy").exists()
 
 
+@pytest.mark.parametrize("command", ["extract", "bench"])
+def test_unwritable_output_is_one_clear_line_and_leaves_nothing(lseg_cpp, tiny_package, tmp_path, command):
+    """Both writers (the features .npy, the bench JSON) go through one atomic writer."""
+    _make_bad_inputs(tmp_path, tiny_package)
+    target = tmp_path / "no_such_folder" / ("f.npy" if command == "extract" else "b.json")
+    args = (["extract", "--aoti", tiny_package, "--input", "good.npy", "--output", target] if command == "extract"
+            else ["bench", "--aoti", tiny_package, "--iterations", "1", "--warmup", "0", "--json", target])
+    proc = run_cpp(lseg_cpp, *args, cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("lseg_cpp")]
+    assert len(lines) == 1 and lines[0].startswith(f"lseg_cpp: error: {target}: cannot write the"), proc.stderr
+    assert "No such file or directory" in lines[0]
+    assert not target.parent.exists() and not list(tmp_path.glob("**/*.tmp*"))
+
+
 @pytest.mark.usefixtures("without_cuda")  # simulates a CUDA package on a machine without CUDA
 def test_cuda_package_on_cpu_machine(lseg_cpp, tiny_package, tmp_path):
     _make_bad_inputs(tmp_path, tiny_package)

@@ -1,18 +1,18 @@
 // lseg_cpp bench: device-only, end-to-end and stream latency per artefact and size (see the usage
 // text in main.cpp); prints the table and writes the JSON.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <fstream>
+#include <cstdint>
 #include <iomanip>
 #include <iostream>
-#include <map>
 #include <numeric>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "atomic_file.h"
 #include "backend.h"
 #include "cli.h"
 #include "errors.h"
@@ -163,13 +163,7 @@ void write_json(const std::string& path, const std::vector<BenchRow>& rows, cons
       << ", \"stream_frames\": " << r.stream_frames << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
   }
   j << "  ]\n}\n";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.str();
-    if (!out) throw UserError(path + ": cannot write the JSON results");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw UserError(path + ": cannot rename the JSON into place");
+  write_atomically(path, "the JSON results", [&](std::ostream& out) { out << j.str(); });
 }
 
 }  // namespace

@@ -9,15 +9,10 @@
 //
 // Input errors print one "lseg_cpp: error: ..." line on stderr and exit 2; usage errors exit 2 too.
 #include <algorithm>
-#include <cmath>
-#include <cstdio>
+#include <array>
 #include <cstring>
 #include <fstream>
-#include <iomanip>
 #include <iostream>
-#include <map>
-#include <numeric>
-#include <sstream>
 #include <string>
 #include <vector>
 

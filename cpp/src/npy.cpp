@@ -1,13 +1,11 @@
 #include "npy.h"
 
-#include <unistd.h>
-
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "atomic_file.h"
 #include "errors.h"
 
 namespace lseg {
@@ -151,10 +149,7 @@ void write_npy(const std::string& path, const std::vector<int64_t>& shape, const
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw UserError(path + ": cannot write (" + std::strerror(errno) + ")");
+  write_atomically(path, "the array", [&](std::ostream& out) {
     out.write(kMagic, kMagicLen);
     const char version[2] = {1, 0};
     out.write(version, 2);
@@ -163,17 +158,7 @@ void write_npy(const std::string& path, const std::vector<int64_t>& shape, const
     out.write(reinterpret_cast<const char*>(len), 2);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
     out.write(reinterpret_cast<const char*>(data), n * item_size);
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw UserError(path + ": write failed (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw UserError(path + ": cannot rename the temp file into place (" + reason + ")");
-  }
+  });
 }
 
 }  // namespace
