@@ -197,7 +197,7 @@ def python_compiled(encoder, size: tuple[int, int], x, args) -> tuple[dict, obje
         feats = runner.infer(x).float()
         row = {"compile_and_first_call_s": round(time.perf_counter() - t0, 1)}
         dev = time_runner(runner, x, mode="device", warmup=args.warmup, iterations=args.iterations)
-        row["device_only_ms"] = dev.to_dict() if hasattr(dev, "to_dict") else vars(dev)
+        row["device_only_ms"] = dev.to_dict()
         host_in = host_buffer(x.shape).copy_(x)
         host_out = host_buffer(feats.shape, torch.float16)
         times = []
@@ -229,9 +229,8 @@ def pyaoti_child(package: str, x_path: str, feats_path: str, json_path: str, ite
         print("activated", flush=True)
         np.save(feats_path, runner.infer(x).float().numpy())
         print("features written", flush=True)
-        res = {mode_key: (lambda s: s.to_dict() if hasattr(s, "to_dict") else vars(s))(
-            time_runner(runner, x, mode=mode, warmup=warmup, iterations=iterations))
-            for mode_key, mode in (("device_only_ms", "device"), ("end_to_end_ms", "end-to-end"))}
+        res = {mode_key: time_runner(runner, x, mode=mode, warmup=warmup, iterations=iterations).to_dict()
+               for mode_key, mode in (("device_only_ms", "device"), ("end_to_end_ms", "end-to-end"))}
     Path(json_path).write_text(json.dumps(res))
     return 0
 
@@ -246,15 +245,14 @@ def fidelity_rows(feats: dict) -> dict:
     ref_name = "cpp-graph" if "cpp-graph" in feats else next(iter(feats), None)
     if ref_name is None:
         return rows
-    ref = feats[ref_name]
+    ref = torch.as_tensor(feats[ref_name]).float()
     for name, f in feats.items():
         if name == ref_name:
             continue
-        m = feature_metrics(torch.as_tensor(f).float(), torch.as_tensor(ref).float())
-        verdict = check(m, "fp16")
-        rows[f"{name} vs {ref_name}"] = {"pass_fp16_row": bool(verdict), "equal": bool(torch.equal(
-            torch.as_tensor(f).float(), torch.as_tensor(ref).float())), "max_abs": float(
-            (torch.as_tensor(f).float() - torch.as_tensor(ref).float()).abs().max()), "metrics": m.to_dict()}
+        got = torch.as_tensor(f).float()
+        m = feature_metrics(got, ref)
+        rows[f"{name} vs {ref_name}"] = {"pass_fp16_row": bool(check(m, "fp16")), "equal": bool(torch.equal(got, ref)),
+                                         "max_abs": float((got - ref).abs().max()), "metrics": m.to_dict()}
     return rows
 
 

@@ -38,7 +38,7 @@ run "1 GPU, 64 images -> .npy fp16" 120 @$DATA/subset.txt --out /tmp/f_one --dev
 run "all GPUs, 64 images -> .npy fp16" 120 @$DATA/subset.txt --out /tmp/f_all --devices all
 echo "== identical outputs (1 GPU vs all GPUs)"
 python3 - <<'PY'
-import hashlib, pathlib
+import pathlib
 def files(root):
     return {p.relative_to(root): p for p in pathlib.Path(root).rglob("*.npy")}
 one, every = files("/tmp/f_one"), files("/tmp/f_all")
