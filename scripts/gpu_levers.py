@@ -45,6 +45,11 @@ VARIANTS = {
     # GEMM templates only (convs stay cuDNN): a quarter of max-autotune's compile time
     "autotune-gemm": {"mode": "max-autotune", "inductor": {"max_autotune_conv_backends": "ATEN"}},
     "gelu-epi": {"gelu_epilogue": True},
+    # fifth session: the output written outside the CUDA graph, 1x1 convs before their upsamples, cuDNN timing
+    "split": {"finish_in_graph": False},
+    "cudnn-bench": {"cudnn_benchmark": True},
+    "late-split": {"late_upsample": True, "finish_in_graph": False},
+    "late-split-cudnn": {"late_upsample": True, "finish_in_graph": False, "cudnn_benchmark": True},
 }
 T0 = time.perf_counter()
 
@@ -132,6 +137,7 @@ def main() -> None:
     ap.add_argument("--e2e", default="base", help="variants that also get the end-to-end modes")
     ap.add_argument("--profile", default="base,flash,fp8", help="variants that get a profiler breakdown")
     ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=1, help="images per call (throughput: img/s = batch / device time)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds: start no new variant after this")
     ap.add_argument("--name", default="levers")
     args = ap.parse_args()
@@ -154,7 +160,7 @@ def main() -> None:
     eager = TorchRunner(enc, "fp32", "cuda").activate()
     inputs, refs = {}, {}
     for s in args.sizes:
-        inputs[s] = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(s)) * 2 - 1
+        inputs[s] = torch.rand(args.batch, 3, s, s, generator=torch.Generator().manual_seed(s)) * 2 - 1
         refs[s] = eager.infer(inputs[s])
         st = time_runner(eager, inputs[s], mode="device", warmup=3, iterations=15)
         results["eager_fp32"][s] = {"device_ms": st.median_ms, "gflops": encoder_flops(enc.config, s, s) / 1e9}
@@ -183,7 +189,8 @@ def main() -> None:
                 met = feature_metrics(got, refs[s], text)
                 st = time_runner(runner, x, mode="device", warmup=10, iterations=args.iterations)
                 cell = row[s] = {"device_ms": st.median_ms, "std_ms": st.std_ms, "p90_ms": st.p90_ms,
-                                 "compile_s": runner.compile_seconds.get((1, s, s)), "metrics": met.to_dict(),
+                                 "compile_s": runner.compile_seconds.get((args.batch, s, s)),
+                                 "images_per_s": args.batch * 1e3 / st.median_ms, "metrics": met.to_dict(),
                                  "passes_fp16_row": met.pixel_cos_p01 >= tol.pixel_cos_p01
                                  and met.label_agreement >= 0.995 and met.rel_l2 <= tol.rel_l2}
                 log(f"{name} {s}: {st.median_ms:.3f} ± {st.std_ms:.3f} ms, compile {cell['compile_s']:.1f} s, {met}")

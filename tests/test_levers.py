@@ -58,3 +58,82 @@ def test_compiled_runner_swaps_its_own_copy_not_the_callers_encoder():
         assert not any(isinstance(m, EpilogueGeluMlp) for m in enc.modules())
     finally:
         runner.deactivate()
+
+
+def _randomised(name: str):
+    """A model whose BatchNorm statistics and conv biases are not the identity/zero of a fresh
+    build, so moving a 1x1 conv across an upsample would show if it did not commute."""
+    torch.manual_seed(2)
+    enc = build_encoder(name).eval()
+    with torch.no_grad():
+        for m in enc.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+            elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.uniform_(-0.5, 0.5)
+    return enc
+
+
+def test_late_upsample_computes_the_same_features_in_fp32():
+    from lseg_encoder.model.fuse import LowPrecisionEncoder, fold_batchnorm
+
+    enc = fold_batchnorm(_randomised("tiny"))
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        before = LowPrecisionEncoder(enc, torch.float32)(x)
+        late = LowPrecisionEncoder(enc, torch.float32, late_upsample=True)
+        head = late.trunk(x)
+        after = late.finish(head)
+    assert head.shape == (1, 512, 16, 24)  # head1 at H/4: the last upsample waits for the finish
+    assert after.shape == before.shape == (1, 512, 32, 48)
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+
+
+def test_late_upsample_rewrites_a_copy_and_folds_head1_into_refinenet1():
+    from lseg_encoder.model.late_upsample import ConvFirstFusionBlock, move_upsamples_late
+
+    enc = _randomised("tiny")
+    late = move_upsamples_late(enc)
+    blocks = [getattr(late.scratch, f"refinenet{i}") for i in (1, 2, 3, 4)]
+    assert all(isinstance(b, ConvFirstFusionBlock) for b in blocks)
+    assert [b.upsample for b in blocks] == [False, True, True, True]
+    assert isinstance(late.scratch.head1, torch.nn.Identity)
+    assert late.scratch.refinenet1.out_conv.out_channels == enc.config.out_dim
+    assert type(enc.scratch.refinenet1).__name__ == "FusionBlock"  # the caller's model is untouched
+    assert isinstance(enc.scratch.head1, torch.nn.Conv2d)
+
+
+def test_finish_writes_the_dtype_asked_for_from_fp32_normalised_features():
+    from lseg_encoder.model.late_upsample import finish_features
+
+    head = torch.randn(1, 8, 4, 6, dtype=torch.float16)
+    out = finish_features(head, upsample=True, dtype=torch.float16)
+    ref = torch.nn.functional.interpolate(head.float(), scale_factor=2.0, mode="bilinear", align_corners=True)
+    ref = ref / ref.norm(dim=1, keepdim=True)
+    assert out.dtype == torch.float16 and out.shape == (1, 8, 8, 12)
+    torch.testing.assert_close(out, ref.half(), rtol=0, atol=0)
+
+
+def test_compiled_runner_with_the_finish_outside_the_graph_returns_owned_features():
+    from lseg_encoder.runners.compiled_runner import CompiledRunner
+
+    enc = _randomised("tiny")
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        ref = enc(x)
+    runner = CompiledRunner(enc, "fp32", "cpu", late_upsample=True, finish_in_graph=False).activate()
+    try:
+        assert not runner.output_is_borrowed
+        a = runner.infer(x, to_host=False)
+        b = runner.infer(x * 0.5, to_host=False)
+        half = runner.infer(x, out_dtype=torch.float16)
+        assert a.data_ptr() != b.data_ptr()  # each call's features are a tensor of their own
+        torch.testing.assert_close(a, ref, rtol=0, atol=1e-5)
+        assert half.dtype == torch.float16
+        torch.testing.assert_close(half, a.half(), rtol=0, atol=1e-3)
+        assert len(runner._compiled) == 1  # fp32 and fp16 finishes compiled with the bucket
+    finally:
+        runner.deactivate()
+    torch._dynamo.reset()

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .decoder import ResidualConvUnit
-from .encoder import LSegEncoder, normalize_channels
+from .encoder import LSegEncoder
+from .late_upsample import finish_features, move_upsamples_late
 from .resnet import Bottleneck
 from .vit import Attention, LayerNorm32
 
@@ -77,11 +78,19 @@ class LowPrecisionEncoder(nn.Module):
     Islands: LayerNorm (fp32 weights and compute), the final L2 normalisation, and, when
     `explicit_softmax`, the attention softmax (the ONNX graph needs it spelled out; fused SDPA
     kernels accumulate the softmax in fp32 already).
+
+    `late_upsample` applies `model.late_upsample.move_upsamples_late` (the decoder's 1x1 convs before their upsamples,
+    the last upsample in the fp32 finish). `forward` is `finish(trunk(image))`; the two halves are
+    separate so the compiled runner can replay the trunk as a CUDA graph and write the output with
+    one ordinary kernel into memory the caller owns (no copy out of the graph's pool).
     """
 
-    def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, explicit_softmax: bool = False):
+    def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, explicit_softmax: bool = False,
+                 late_upsample: bool = False):
         super().__init__()
         model = copy.deepcopy(encoder).float().eval()
+        if late_upsample:
+            model = move_upsamples_late(model)
         if dtype != torch.float32:
             model = model.to(dtype)
             for module in model.modules():
@@ -93,7 +102,15 @@ class LowPrecisionEncoder(nn.Module):
         self.encoder = model
         self.config = encoder.config
         self.dtype = dtype
+        self.late_upsample = late_upsample
+
+    def trunk(self, image: torch.Tensor) -> torch.Tensor:
+        """head1 in `dtype`, before normalisation (at H/4 with `late_upsample`, else H/2)."""
+        return self.encoder.forward_head(image.to(self.dtype))
+
+    def finish(self, head: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Unit features in `dtype` (normalised in fp32 either way)."""
+        return finish_features(head, upsample=self.late_upsample, dtype=dtype)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        head = self.encoder.forward_head(image.to(self.dtype))
-        return normalize_channels(head.float())
+        return self.finish(self.trunk(image))

@@ -11,7 +11,11 @@ Levers (issue 13), each measured on the H100 before it became a default (docs/be
 Hopper), `channels_last` converts the decoder's convs, `inductor` patches `torch._inductor.config`
 for the compile (e.g. {"coordinate_descent_tuning": True}), `gelu_epilogue` runs fc1 + GELU as one
 cuBLASLt GEMM (`model.gelu_epilogue`, tanh GELU; on by default for fp16 on CUDA), and precision
-"fp8" runs the ViT's big Linears as E4M3 GEMMs (`model.fp8`).
+"fp8" runs the ViT's big Linears as E4M3 GEMMs (`model.fp8`). `late_upsample` runs the decoder's 1x1
+convs before their upsamples (`model.late_upsample`), `finish_in_graph=False` replays only the trunk
+as a CUDA graph and writes the features with one ordinary kernel into memory the caller owns, in
+the requested dtype (no copy out of the graph's pool, no separate cast), and `cudnn_benchmark` lets
+cuDNN time its conv algorithms when a bucket compiles instead of taking its heuristic's pick.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .torch_runner import TorchRunner, require_device
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float16}
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_FINISH_DTYPES = (torch.float32, torch.float16)  # compiled with each bucket when the finish is split
 ATTENTION = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
              "efficient": SDPBackend.EFFICIENT_ATTENTION}
 
@@ -39,7 +44,8 @@ class CompiledRunner(TorchRunner):
 
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
-                 channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None):
+                 channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
+                 late_upsample: bool = False, finish_in_graph: bool = True, cudnn_benchmark: bool = False):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention not in ATTENTION:
@@ -55,6 +61,9 @@ class CompiledRunner(TorchRunner):
         self.channels_last = channels_last
         self.gelu_epilogue = gelu_epilogue_default(precision, self.device) if gelu_epilogue is None else gelu_epilogue
         self.inductor = dict(inductor or {})
+        self.late_upsample = late_upsample
+        self.finish_in_graph = finish_in_graph
+        self.cudnn_benchmark = cudnn_benchmark
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
 
@@ -63,8 +72,12 @@ class CompiledRunner(TorchRunner):
         return f"compiled-{self.precision}"
 
     @property
-    def output_is_borrowed(self) -> bool:
+    def _graphs(self) -> bool:
         return self.mode in ("reduce-overhead", "max-autotune")
+
+    @property
+    def output_is_borrowed(self) -> bool:
+        return self._graphs and self.finish_in_graph
 
     def _activate_impl(self) -> None:
         require_device(self.device)
@@ -73,7 +86,8 @@ class CompiledRunner(TorchRunner):
             model = model()
         if self.fold_bn:
             model = fold_batchnorm(model)
-        self.model = LowPrecisionEncoder(model, _DTYPES[self.precision]).to(self.device).eval()
+        self.model = LowPrecisionEncoder(model, _DTYPES[self.precision], late_upsample=self.late_upsample)
+        self.model = self.model.to(self.device).eval()
         if self.precision == "fp8":
             from ..model.fp8 import fp16_gemm_output_supported, use_fp8_linears
 
@@ -96,7 +110,19 @@ class CompiledRunner(TorchRunner):
         backend = ATTENTION[self.attention]
         return sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def _conv_algorithms(self):
+        """cuDNN benchmarking for this runner's calls only; the caller's setting is restored."""
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = before or self.cudnn_benchmark
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = before
+
     def _bucket(self, x: torch.Tensor):
+        """(trunk, finish) compiled for x's bucket; finish is None when the whole forward is one
+        graph (`trunk` is then the compiled model)."""
         shape = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
         # Dynamo guards on the input's dtype and on whether it is an inference tensor (a CUDA tensor made
         # outside inference_mode keeps its autograd dispatch key; `.to(device)` of a CPU one does not),
@@ -104,29 +130,54 @@ class CompiledRunner(TorchRunner):
         # cap, keeps a runner that serves many sizes from hitting the cap at call time (issue 13: the
         # fifth size failed with FailOnRecompileLimitHit when calls mixed host and device inputs).
         key = (*shape, x.dtype, x.is_inference())
-        fn = self._compiled.get(key)
-        if fn is None:
+        fns = self._compiled.get(key)
+        if fns is None:
             # every bucket is a new specialisation of the same forward: lift dynamo's recompile cap
             # for this compile only (a scoped patch, not a process-wide setting)
             limits = {"recompile_limit": max(torch._dynamo.config.recompile_limit, 8 * (len(self._compiled) + 2)),
                       "accumulated_recompile_limit": max(torch._dynamo.config.accumulated_recompile_limit, 1024)}
             # dynamic=False: one specialised graph per bucket, no recompiles on shape guards
-            fn = torch.compile(self.model, mode=self.mode, dynamic=False, fullgraph=True)
+            split = self._graphs and not self.finish_in_graph
+            trunk = torch.compile(self.model.trunk if split else self.model, mode=self.mode, dynamic=False,
+                                  fullgraph=True)
+            # the finish is never a CUDA graph: its output must be memory the caller owns
+            finish = torch.compile(self.model.finish, dynamic=False, fullgraph=True) if split else None
+            fns = (trunk, finish)
             t0 = time.perf_counter()
             # freezing: weights become constants, so Inductor folds them (BN, casts) and picks conv layouts
             with torch.inference_mode(), torch._dynamo.config.patch(**limits), \
-                    torch._inductor.config.patch(freezing=self.freezing, **self.inductor), self._attention_kernel():
+                    torch._inductor.config.patch(freezing=self.freezing, **self.inductor), self._attention_kernel(), \
+                    self._conv_algorithms():
                 for _ in range(3):  # compile, then let CUDA-graph trees record and warm
-                    fn(x)
+                    self._forward(fns, x, torch.float32)
+                if split:
+                    self._forward(fns, x, torch.float16)
             self.synchronize()
             self.compile_seconds.setdefault(shape, time.perf_counter() - t0)  # the first variant of a shape
-            self._compiled[key] = fn
-        return fn
+            self._compiled[key] = fns
+        return fns
+
+    @staticmethod
+    def _forward(fns, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        trunk, finish = fns
+        if finish is None:
+            return trunk(x)
+        if dtype in _FINISH_DTYPES:
+            return finish(trunk(x), dtype)  # one kernel writes the features in the dtype asked for
+        return finish(trunk(x), torch.float32).to(dtype)
+
+    def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
+                      copy_borrowed: bool = True) -> torch.Tensor:
+        if self.finish_in_graph or not self._graphs:
+            return super().run_on_device(x, out_dtype, copy_borrowed=copy_borrowed)
+        with torch.inference_mode(), self._attention_kernel(), self._conv_algorithms():
+            x = x.to(self.device, non_blocking=True)
+            return self._forward(self._bucket(x), x, out_dtype or torch.float32)
 
     @torch.inference_mode()
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         # CUDA-graph outputs live in a pool that the next replay overwrites: `output_is_borrowed`
         # makes `Runner.infer` copy (or cast) them before handing them out
-        with self._attention_kernel():
-            return self._bucket(x)(x)
+        with self._attention_kernel(), self._conv_algorithms():
+            return self._forward(self._bucket(x), x, torch.float32)
