@@ -45,11 +45,11 @@ VARIANTS = {
     # GEMM templates only (convs stay cuDNN): a quarter of max-autotune's compile time
     "autotune-gemm": {"mode": "max-autotune", "inductor": {"max_autotune_conv_backends": "ATEN"}},
     "gelu-epi": {"gelu_epilogue": True},
-    # fifth session: the output written outside the CUDA graph, 1x1 convs before their upsamples, cuDNN timing
+    # fifth session: the output written outside the CUDA graph, 1x1 convs before their upsamples
     "split": {"finish_in_graph": False},
-    "cudnn-bench": {"cudnn_benchmark": True},
+    "late": {"late_upsample": True},
     "late-split": {"late_upsample": True, "finish_in_graph": False},
-    "late-split-cudnn": {"late_upsample": True, "finish_in_graph": False, "cudnn_benchmark": True},
+    "late-split-eagerup": {"late_upsample": True, "finish_in_graph": False, "upsample_in_finish": True},
 }
 T0 = time.perf_counter()
 

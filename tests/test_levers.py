@@ -4,6 +4,7 @@ Their speed and fidelity are measured on the GPU by scripts/gpu_levers.py; here 
 a lever replaces what it says, and nothing else changes the maths where the op is exact (CPU).
 """
 
+import pytest
 import torch
 
 from lseg_encoder.model import build_encoder
@@ -83,11 +84,13 @@ def test_late_upsample_computes_the_same_features_in_fp32():
     x = torch.rand(1, 3, 64, 96) * 2 - 1
     with torch.inference_mode():
         before = LowPrecisionEncoder(enc, torch.float32)(x)
-        late = LowPrecisionEncoder(enc, torch.float32, late_upsample=True)
-        head = late.trunk(x)
-        after = late.finish(head)
+        late = LowPrecisionEncoder(enc, torch.float32, late_upsample=True)(x)
+        split = LowPrecisionEncoder(enc, torch.float32, late_upsample=True, upsample_in_finish=True)
+        head = split.trunk(x)
+        after = split.finish(head)
     assert head.shape == (1, 512, 16, 24)  # head1 at H/4: the last upsample waits for the finish
-    assert after.shape == before.shape == (1, 512, 32, 48)
+    assert after.shape == late.shape == before.shape == (1, 512, 32, 48)
+    torch.testing.assert_close(late, before, rtol=0, atol=1e-6)
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
 
 
@@ -98,7 +101,8 @@ def test_late_upsample_rewrites_a_copy_and_folds_head1_into_refinenet1():
     late = move_upsamples_late(enc)
     blocks = [getattr(late.scratch, f"refinenet{i}") for i in (1, 2, 3, 4)]
     assert all(isinstance(b, ConvFirstFusionBlock) for b in blocks)
-    assert [b.upsample for b in blocks] == [False, True, True, True]
+    assert [b.upsample for b in blocks] == [True, True, True, True]
+    assert move_upsamples_late(enc, last_upsample=False).scratch.refinenet1.upsample is False
     assert isinstance(late.scratch.head1, torch.nn.Identity)
     assert late.scratch.refinenet1.out_conv.out_channels == enc.config.out_dim
     assert type(enc.scratch.refinenet1).__name__ == "FusionBlock"  # the caller's model is untouched
@@ -106,14 +110,26 @@ def test_late_upsample_rewrites_a_copy_and_folds_head1_into_refinenet1():
 
 
 def test_finish_writes_the_dtype_asked_for_from_fp32_normalised_features():
-    from lseg_encoder.model.late_upsample import finish_features
+    from lseg_encoder.model.fuse import LowPrecisionEncoder
 
+    wrapper = LowPrecisionEncoder(build_encoder("tiny"), torch.float16, late_upsample=True, upsample_in_finish=True)
     head = torch.randn(1, 8, 4, 6, dtype=torch.float16)
-    out = finish_features(head, upsample=True, dtype=torch.float16)
-    ref = torch.nn.functional.interpolate(head.float(), scale_factor=2.0, mode="bilinear", align_corners=True)
+    out = wrapper.finish(head, torch.float16)
+    ref = torch.nn.functional.interpolate(head, scale_factor=2.0, mode="bilinear", align_corners=True).float()
     ref = ref / ref.norm(dim=1, keepdim=True)
     assert out.dtype == torch.float16 and out.shape == (1, 8, 8, 12)
     torch.testing.assert_close(out, ref.half(), rtol=0, atol=0)
+
+
+def test_upsample_in_finish_needs_the_rewrite_and_the_split():
+    from lseg_encoder.errors import LsegError
+    from lseg_encoder.runners.compiled_runner import CompiledRunner
+
+    enc = build_encoder("tiny")
+    with pytest.raises(LsegError, match="upsample_in_finish"):
+        CompiledRunner(enc, "fp32", "cpu", upsample_in_finish=True, finish_in_graph=False)
+    with pytest.raises(LsegError, match="upsample_in_finish"):
+        CompiledRunner(enc, "fp32", "cpu", late_upsample=True, upsample_in_finish=True)
 
 
 def test_compiled_runner_with_the_finish_outside_the_graph_returns_owned_features():
@@ -123,7 +139,8 @@ def test_compiled_runner_with_the_finish_outside_the_graph_returns_owned_feature
     x = torch.rand(1, 3, 64, 96) * 2 - 1
     with torch.inference_mode():
         ref = enc(x)
-    runner = CompiledRunner(enc, "fp32", "cpu", late_upsample=True, finish_in_graph=False).activate()
+    runner = CompiledRunner(enc, "fp32", "cpu", late_upsample=True, finish_in_graph=False,
+                            upsample_in_finish=True).activate()
     try:
         assert not runner.output_is_borrowed
         a = runner.infer(x, to_host=False)

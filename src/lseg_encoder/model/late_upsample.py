@@ -7,13 +7,15 @@ exactly, bias included: `conv(up(x)) == up(conv(x))` up to float rounding. Every
 
 - each fusion block runs its `out_conv` at the lower resolution (a quarter of the pixels), and
 - refinenet1's `out_conv` and `head1` fold into one 256 -> 512 conv (`W = W_head @ W_out`,
-  `b = W_head @ b_out + b_head`) whose result is upsampled last, together with the channel
-  normalisation (`finish_features`).
+  `b = W_head @ b_out + b_head`) whose result is upsampled last.
 
-At 910 px this removes two 1x1 convs and a 256-channel upsample over 448 x 448 pixels from the
-graph; the last upsample moves into the kernel that normalises and writes the output anyway.
-The rewritten decoder serves `forward_head` only (it returns head1 at H/4, before the upsample):
-the intermediates of `forward_intermediates` are the unrewritten model's business.
+At 910 px this runs two 1x1 convs over 224 x 224 pixels instead of 448 x 448. With
+`last_upsample=False` the model stops before that last upsample (head1 at H/4) and the caller
+applies `upsample_x2`: the compiled runner does, outside its CUDA graph (measured on the H100:
+Inductor fused that upsample into the channel normalisation as a looped reduction, 3.2 ms at 910 px,
+where ATen's upsample kernel followed by the usual normalisation kernel is memory-bound).
+The rewritten decoder serves `forward_head` only: the intermediates of `forward_intermediates`
+(path_1, head1 at H/2) are the unrewritten model's business.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decoder import FusionBlock
-from .encoder import LSegEncoder, normalize_channels
+from .encoder import LSegEncoder
+
+
+def upsample_x2(x: torch.Tensor) -> torch.Tensor:
+    """The decoder's upsample: x2 bilinear, align_corners=True (SPEC §4)."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
 
 
 class ConvFirstFusionBlock(FusionBlock):
     """A FusionBlock whose 1x1 `out_conv` runs before the x2 upsample; `upsample=False` leaves the
-    upsample to the caller (refinenet1, whose upsample happens in `finish_features`)."""
+    upsample to the caller."""
 
     upsample = True
 
@@ -38,7 +45,7 @@ class ConvFirstFusionBlock(FusionBlock):
         if skip is not None:
             x = x + self.resConfUnit1(skip)
         x = self.out_conv(self.resConfUnit2(x))
-        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True) if self.upsample else x
+        return upsample_x2(x) if self.upsample else x
 
 
 def fold_1x1(inner: nn.Conv2d, outer: nn.Conv2d) -> nn.Conv2d:
@@ -53,24 +60,16 @@ def fold_1x1(inner: nn.Conv2d, outer: nn.Conv2d) -> nn.Conv2d:
     return fused
 
 
-def move_upsamples_late(encoder: LSegEncoder) -> LSegEncoder:
-    """A copy of `encoder` whose `forward_head` returns head1 at H/4 (before the last x2 upsample),
-    with every fusion block's 1x1 conv moved before its upsample. Finish with `finish_features`."""
+def move_upsamples_late(encoder: LSegEncoder, *, last_upsample: bool = True) -> LSegEncoder:
+    """A copy of `encoder` with every fusion block's 1x1 conv moved before its upsample and head1
+    folded into refinenet1's; without `last_upsample`, `forward_head` returns head1 at H/4 and the
+    caller finishes with `upsample_x2`."""
     model = copy.deepcopy(encoder).eval()
     scratch = model.scratch
     for name in ("refinenet1", "refinenet2", "refinenet3", "refinenet4"):
         block = getattr(scratch, name)
         block.__class__ = ConvFirstFusionBlock  # same submodules and state, new forward
     scratch.refinenet1.out_conv = fold_1x1(scratch.refinenet1.out_conv, scratch.head1)
-    scratch.refinenet1.upsample = False
+    scratch.refinenet1.upsample = last_upsample
     scratch.head1 = nn.Identity()
     return model
-
-
-def finish_features(head: torch.Tensor, *, upsample: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """head1 (any float dtype) -> unit features in `dtype`: the x2 upsample that `move_upsamples_late`
-    postponed (in fp32), the fp32 channel normalisation, then the cast. One fused kernel when compiled."""
-    head = head.float()
-    if upsample:
-        head = F.interpolate(head, scale_factor=2.0, mode="bilinear", align_corners=True)
-    return normalize_channels(head).to(dtype)

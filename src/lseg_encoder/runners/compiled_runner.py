@@ -12,10 +12,10 @@ Hopper), `channels_last` converts the decoder's convs, `inductor` patches `torch
 for the compile (e.g. {"coordinate_descent_tuning": True}), `gelu_epilogue` runs fc1 + GELU as one
 cuBLASLt GEMM (`model.gelu_epilogue`, tanh GELU; on by default for fp16 on CUDA), and precision
 "fp8" runs the ViT's big Linears as E4M3 GEMMs (`model.fp8`). `late_upsample` runs the decoder's 1x1
-convs before their upsamples (`model.late_upsample`), `finish_in_graph=False` replays only the trunk
-as a CUDA graph and writes the features with one ordinary kernel into memory the caller owns, in
-the requested dtype (no copy out of the graph's pool, no separate cast), and `cudnn_benchmark` lets
-cuDNN time its conv algorithms when a bucket compiles instead of taking its heuristic's pick.
+convs before their upsamples (`model.late_upsample`); `finish_in_graph=False` replays only the trunk
+as a CUDA graph and writes the features with an ordinary kernel into memory the caller owns, in the
+requested dtype (no copy out of the graph's pool, no separate cast); `upsample_in_finish` (with both)
+leaves the last x2 upsample to ATen's kernel outside the graph, before that normalisation kernel.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class CompiledRunner(TorchRunner):
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
                  channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
-                 late_upsample: bool = False, finish_in_graph: bool = True, cudnn_benchmark: bool = False):
+                 late_upsample: bool = False, finish_in_graph: bool = True, upsample_in_finish: bool = False):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention not in ATTENTION:
@@ -63,7 +63,9 @@ class CompiledRunner(TorchRunner):
         self.inductor = dict(inductor or {})
         self.late_upsample = late_upsample
         self.finish_in_graph = finish_in_graph
-        self.cudnn_benchmark = cudnn_benchmark
+        if upsample_in_finish and (finish_in_graph or not late_upsample):
+            raise LsegError("upsample_in_finish needs late_upsample=True and finish_in_graph=False")
+        self.upsample_in_finish = upsample_in_finish
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
 
@@ -86,7 +88,8 @@ class CompiledRunner(TorchRunner):
             model = model()
         if self.fold_bn:
             model = fold_batchnorm(model)
-        self.model = LowPrecisionEncoder(model, _DTYPES[self.precision], late_upsample=self.late_upsample)
+        self.model = LowPrecisionEncoder(model, _DTYPES[self.precision], late_upsample=self.late_upsample,
+                                         upsample_in_finish=self.upsample_in_finish)
         self.model = self.model.to(self.device).eval()
         if self.precision == "fp8":
             from ..model.fp8 import fp16_gemm_output_supported, use_fp8_linears
@@ -110,19 +113,9 @@ class CompiledRunner(TorchRunner):
         backend = ATTENTION[self.attention]
         return sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def _conv_algorithms(self):
-        """cuDNN benchmarking for this runner's calls only; the caller's setting is restored."""
-        before = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = before or self.cudnn_benchmark
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.benchmark = before
-
     def _bucket(self, x: torch.Tensor):
-        """(trunk, finish) compiled for x's bucket; finish is None when the whole forward is one
-        graph (`trunk` is then the compiled model)."""
+        """(trunk, normalize) compiled for x's bucket; normalize is None when the whole forward is
+        one graph (`trunk` is then the compiled model)."""
         shape = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
         # Dynamo guards on the input's dtype and on whether it is an inference tensor (a CUDA tensor made
         # outside inference_mode keeps its autograd dispatch key; `.to(device)` of a CPU one does not),
@@ -140,14 +133,13 @@ class CompiledRunner(TorchRunner):
             split = self._graphs and not self.finish_in_graph
             trunk = torch.compile(self.model.trunk if split else self.model, mode=self.mode, dynamic=False,
                                   fullgraph=True)
-            # the finish is never a CUDA graph: its output must be memory the caller owns
-            finish = torch.compile(self.model.finish, dynamic=False, fullgraph=True) if split else None
-            fns = (trunk, finish)
+            # the normalisation is never a CUDA graph: its output must be memory the caller owns
+            normalize = torch.compile(self.model.normalize, dynamic=False, fullgraph=True) if split else None
+            fns = (trunk, normalize)
             t0 = time.perf_counter()
             # freezing: weights become constants, so Inductor folds them (BN, casts) and picks conv layouts
             with torch.inference_mode(), torch._dynamo.config.patch(**limits), \
-                    torch._inductor.config.patch(freezing=self.freezing, **self.inductor), self._attention_kernel(), \
-                    self._conv_algorithms():
+                    torch._inductor.config.patch(freezing=self.freezing, **self.inductor), self._attention_kernel():
                 for _ in range(3):  # compile, then let CUDA-graph trees record and warm
                     self._forward(fns, x, torch.float32)
                 if split:
@@ -157,20 +149,20 @@ class CompiledRunner(TorchRunner):
             self._compiled[key] = fns
         return fns
 
-    @staticmethod
-    def _forward(fns, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        trunk, finish = fns
-        if finish is None:
+    def _forward(self, fns, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        trunk, normalize = fns
+        if normalize is None:
             return trunk(x)
+        head = self.model.upsample(trunk(x))  # ATen's upsample, where `upsample_in_finish` put it here
         if dtype in _FINISH_DTYPES:
-            return finish(trunk(x), dtype)  # one kernel writes the features in the dtype asked for
-        return finish(trunk(x), torch.float32).to(dtype)
+            return normalize(head, dtype)  # one kernel writes the features in the dtype asked for
+        return normalize(head, torch.float32).to(dtype)
 
     def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
                       copy_borrowed: bool = True) -> torch.Tensor:
         if self.finish_in_graph or not self._graphs:
             return super().run_on_device(x, out_dtype, copy_borrowed=copy_borrowed)
-        with torch.inference_mode(), self._attention_kernel(), self._conv_algorithms():
+        with torch.inference_mode(), self._attention_kernel():
             x = x.to(self.device, non_blocking=True)
             return self._forward(self._bucket(x), x, out_dtype or torch.float32)
 
@@ -179,5 +171,5 @@ class CompiledRunner(TorchRunner):
         x = x.to(self.device, non_blocking=True)
         # CUDA-graph outputs live in a pool that the next replay overwrites: `output_is_borrowed`
         # makes `Runner.infer` copy (or cast) them before handing them out
-        with self._attention_kernel(), self._conv_algorithms():
+        with self._attention_kernel():
             return self._forward(self._bucket(x), x, torch.float32)
