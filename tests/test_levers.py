@@ -4,7 +4,6 @@ Their speed and fidelity are measured on the GPU by scripts/gpu_levers.py; here 
 a lever replaces what it says, and nothing else changes the maths where the op is exact (CPU).
 """
 
-import pytest
 import torch
 
 from lseg_encoder.model import build_encoder
@@ -84,14 +83,12 @@ def test_late_upsample_computes_the_same_features_in_fp32():
     x = torch.rand(1, 3, 64, 96) * 2 - 1
     with torch.inference_mode():
         before = LowPrecisionEncoder(enc, torch.float32)(x)
-        late = LowPrecisionEncoder(enc, torch.float32, late_upsample=True)(x)
-        split = LowPrecisionEncoder(enc, torch.float32, late_upsample=True, upsample_in_finish=True)
-        head = split.trunk(x)
-        after = split.finish(head)
-    assert head.shape == (1, 512, 16, 24)  # head1 at H/4: the last upsample waits for the finish
-    assert after.shape == late.shape == before.shape == (1, 512, 32, 48)
-    torch.testing.assert_close(late, before, rtol=0, atol=1e-6)
+        late = LowPrecisionEncoder(enc, torch.float32, late_upsample=True)
+        after = late.normalize(late.trunk(x))
+    assert after.shape == before.shape == (1, 512, 32, 48)
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+    # and it is a different computation: the folded conv is not the model's head1
+    assert not torch.equal(after, before)
 
 
 def test_late_upsample_rewrites_a_copy_and_folds_head1_into_refinenet1():
@@ -101,35 +98,31 @@ def test_late_upsample_rewrites_a_copy_and_folds_head1_into_refinenet1():
     late = move_upsamples_late(enc)
     blocks = [getattr(late.scratch, f"refinenet{i}") for i in (1, 2, 3, 4)]
     assert all(isinstance(b, ConvFirstFusionBlock) for b in blocks)
-    assert [b.upsample for b in blocks] == [True, True, True, True]
-    assert move_upsamples_late(enc, last_upsample=False).scratch.refinenet1.upsample is False
     assert isinstance(late.scratch.head1, torch.nn.Identity)
     assert late.scratch.refinenet1.out_conv.out_channels == enc.config.out_dim
     assert type(enc.scratch.refinenet1).__name__ == "FusionBlock"  # the caller's model is untouched
     assert isinstance(enc.scratch.head1, torch.nn.Conv2d)
 
 
-def test_finish_writes_the_dtype_asked_for_from_fp32_normalised_features():
+def test_normalize_writes_the_dtype_asked_for_from_fp32_normalised_features():
     from lseg_encoder.model.fuse import LowPrecisionEncoder
 
-    wrapper = LowPrecisionEncoder(build_encoder("tiny"), torch.float16, late_upsample=True, upsample_in_finish=True)
     head = torch.randn(1, 8, 4, 6, dtype=torch.float16)
-    out = wrapper.finish(head, torch.float16)
-    ref = torch.nn.functional.interpolate(head, scale_factor=2.0, mode="bilinear", align_corners=True).float()
-    ref = ref / ref.norm(dim=1, keepdim=True)
-    assert out.dtype == torch.float16 and out.shape == (1, 8, 8, 12)
+    out = LowPrecisionEncoder.normalize(head, torch.float16)
+    ref = head.float() / head.float().norm(dim=1, keepdim=True)
+    assert out.dtype == torch.float16
     torch.testing.assert_close(out, ref.half(), rtol=0, atol=0)
 
 
-def test_upsample_in_finish_needs_the_rewrite_and_the_split():
-    from lseg_encoder.errors import LsegError
+def test_compiled_runner_defaults_split_the_finish_on_cuda_only():
     from lseg_encoder.runners.compiled_runner import CompiledRunner
 
     enc = build_encoder("tiny")
-    with pytest.raises(LsegError, match="upsample_in_finish"):
-        CompiledRunner(enc, "fp32", "cpu", upsample_in_finish=True, finish_in_graph=False)
-    with pytest.raises(LsegError, match="upsample_in_finish"):
-        CompiledRunner(enc, "fp32", "cpu", late_upsample=True, upsample_in_finish=True)
+    assert CompiledRunner(enc, "fp16", "cuda").finish_in_graph is False  # constructing needs no GPU
+    assert CompiledRunner(enc, "fp16", "cuda").output_is_borrowed is False
+    assert CompiledRunner(enc, "fp32", "cpu").finish_in_graph is True
+    assert CompiledRunner(enc, "fp16", "cuda", finish_in_graph=True).output_is_borrowed is True
+    assert CompiledRunner(enc, "fp32", "cpu").late_upsample is True
 
 
 def test_compiled_runner_with_the_finish_outside_the_graph_returns_owned_features():
@@ -139,8 +132,7 @@ def test_compiled_runner_with_the_finish_outside_the_graph_returns_owned_feature
     x = torch.rand(1, 3, 64, 96) * 2 - 1
     with torch.inference_mode():
         ref = enc(x)
-    runner = CompiledRunner(enc, "fp32", "cpu", late_upsample=True, finish_in_graph=False,
-                            upsample_in_finish=True).activate()
+    runner = CompiledRunner(enc, "fp32", "cpu", finish_in_graph=False).activate()
     try:
         assert not runner.output_is_borrowed
         a = runner.infer(x, to_host=False)

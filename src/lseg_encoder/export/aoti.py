@@ -97,8 +97,9 @@ def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, 
     check_size(encoder.config, height, width)
     model = placed(encoder, device, torch.float32)  # a copy when it must move: the caller's stays put
     if precision == "fp16":
-        model = LowPrecisionEncoder(model, torch.float16).eval()
-        if gelu_epilogue_default(precision, device):  # the same graph as the compiled runner's
+        # the decoder rewrite and the epilogue: the same graph as the compiled runner's
+        model = LowPrecisionEncoder(model, torch.float16, late_upsample=True).eval()
+        if gelu_epilogue_default(precision, device):
             use_gelu_epilogue(model)
     model = ContiguousOutput(model).eval()
     example = torch.zeros(batch, 3, height, width, device=device)

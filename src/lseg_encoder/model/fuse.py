@@ -13,7 +13,7 @@ from torch import nn
 
 from .decoder import ResidualConvUnit
 from .encoder import LSegEncoder, normalize_channels
-from .late_upsample import move_upsamples_late, upsample_x2
+from .late_upsample import move_upsamples_late
 from .resnet import Bottleneck
 from .vit import Attention, LayerNorm32
 
@@ -79,20 +79,18 @@ class LowPrecisionEncoder(nn.Module):
     `explicit_softmax`, the attention softmax (the ONNX graph needs it spelled out; fused SDPA
     kernels accumulate the softmax in fp32 already).
 
-    `late_upsample` applies `model.late_upsample.move_upsamples_late`; with `upsample_in_finish` the
-    last x2 upsample moves from the trunk into `finish`. `forward` is `finish(trunk(image))`; the two
-    halves are separate so the compiled runner can replay the trunk as a CUDA graph and write the
-    output with ordinary kernels into memory the caller owns (no copy out of the graph's pool).
+    `late_upsample` applies `model.late_upsample.move_upsamples_late` (same maths, fewer pixels for
+    the decoder's 1x1 convs). `forward` is `normalize(trunk(image))`; the two halves are separate so
+    the compiled runner can replay the trunk as a CUDA graph and write the output with an ordinary
+    kernel into memory the caller owns (no copy out of the graph's pool).
     """
 
     def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, explicit_softmax: bool = False,
-                 late_upsample: bool = False, upsample_in_finish: bool = False):
+                 late_upsample: bool = False):
         super().__init__()
         model = copy.deepcopy(encoder).float().eval()
-        if upsample_in_finish and not late_upsample:
-            raise ValueError("upsample_in_finish needs late_upsample (the rewrite that moves the upsample)")
         if late_upsample:
-            model = move_upsamples_late(model, last_upsample=not upsample_in_finish)
+            model = move_upsamples_late(model)
         if dtype != torch.float32:
             model = model.to(dtype)
             for module in model.modules():
@@ -104,23 +102,15 @@ class LowPrecisionEncoder(nn.Module):
         self.encoder = model
         self.config = encoder.config
         self.dtype = dtype
-        self.upsample_in_finish = upsample_in_finish
 
     def trunk(self, image: torch.Tensor) -> torch.Tensor:
-        """head1 in `dtype`, before normalisation (at H/4 with `upsample_in_finish`, else H/2)."""
+        """head1 in `dtype`, before normalisation."""
         return self.encoder.forward_head(image.to(self.dtype))
-
-    def upsample(self, head: torch.Tensor) -> torch.Tensor:
-        """The last x2 upsample where `upsample_in_finish` moved it here (in `dtype`, as in the trunk)."""
-        return upsample_x2(head) if self.upsample_in_finish else head
 
     @staticmethod
     def normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Unit features in `dtype`, normalised in fp32 either way."""
         return normalize_channels(head).to(dtype)
 
-    def finish(self, head: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return self.normalize(self.upsample(head), dtype)
-
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.finish(self.trunk(image))
+        return self.normalize(self.trunk(image))

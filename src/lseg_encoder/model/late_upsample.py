@@ -9,11 +9,10 @@ exactly, bias included: `conv(up(x)) == up(conv(x))` up to float rounding. Every
 - refinenet1's `out_conv` and `head1` fold into one 256 -> 512 conv (`W = W_head @ W_out`,
   `b = W_head @ b_out + b_head`) whose result is upsampled last.
 
-At 910 px this runs two 1x1 convs over 224 x 224 pixels instead of 448 x 448. With
-`last_upsample=False` the model stops before that last upsample (head1 at H/4) and the caller
-applies `upsample_x2`: the compiled runner does, outside its CUDA graph (measured on the H100:
-Inductor fused that upsample into the channel normalisation as a looped reduction, 3.2 ms at 910 px,
-where ATen's upsample kernel followed by the usual normalisation kernel is memory-bound).
+At 910 px this runs two 1x1 convs over 224 x 224 pixels instead of 448 x 448 and upsamples once
+(measured on the H100: convs 1.77 -> 1.33 ms per forward at 910 px, docs/benchmarks.md). The last
+upsample stays in the model: fused by Inductor into the channel normalisation it became a looped
+reduction (3.2 ms at 910 px), and ATen's own kernel outside the graph took 1.1 ms.
 The rewritten decoder serves `forward_head` only: the intermediates of `forward_intermediates`
 (path_1, head1 at H/2) are the unrewritten model's business.
 """
@@ -36,16 +35,12 @@ def upsample_x2(x: torch.Tensor) -> torch.Tensor:
 
 
 class ConvFirstFusionBlock(FusionBlock):
-    """A FusionBlock whose 1x1 `out_conv` runs before the x2 upsample; `upsample=False` leaves the
-    upsample to the caller."""
-
-    upsample = True
+    """A FusionBlock whose 1x1 `out_conv` runs before the x2 upsample."""
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if skip is not None:
             x = x + self.resConfUnit1(skip)
-        x = self.out_conv(self.resConfUnit2(x))
-        return upsample_x2(x) if self.upsample else x
+        return upsample_x2(self.out_conv(self.resConfUnit2(x)))
 
 
 def fold_1x1(inner: nn.Conv2d, outer: nn.Conv2d) -> nn.Conv2d:
@@ -60,16 +55,14 @@ def fold_1x1(inner: nn.Conv2d, outer: nn.Conv2d) -> nn.Conv2d:
     return fused
 
 
-def move_upsamples_late(encoder: LSegEncoder, *, last_upsample: bool = True) -> LSegEncoder:
+def move_upsamples_late(encoder: LSegEncoder) -> LSegEncoder:
     """A copy of `encoder` with every fusion block's 1x1 conv moved before its upsample and head1
-    folded into refinenet1's; without `last_upsample`, `forward_head` returns head1 at H/4 and the
-    caller finishes with `upsample_x2`."""
+    folded into refinenet1's."""
     model = copy.deepcopy(encoder).eval()
     scratch = model.scratch
     for name in ("refinenet1", "refinenet2", "refinenet3", "refinenet4"):
         block = getattr(scratch, name)
         block.__class__ = ConvFirstFusionBlock  # same submodules and state, new forward
     scratch.refinenet1.out_conv = fold_1x1(scratch.refinenet1.out_conv, scratch.head1)
-    scratch.refinenet1.upsample = last_upsample
     scratch.head1 = nn.Identity()
     return model

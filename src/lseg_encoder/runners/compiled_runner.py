@@ -12,10 +12,10 @@ Hopper), `channels_last` converts the decoder's convs, `inductor` patches `torch
 for the compile (e.g. {"coordinate_descent_tuning": True}), `gelu_epilogue` runs fc1 + GELU as one
 cuBLASLt GEMM (`model.gelu_epilogue`, tanh GELU; on by default for fp16 on CUDA), and precision
 "fp8" runs the ViT's big Linears as E4M3 GEMMs (`model.fp8`). `late_upsample` runs the decoder's 1x1
-convs before their upsamples (`model.late_upsample`); `finish_in_graph=False` replays only the trunk
-as a CUDA graph and writes the features with an ordinary kernel into memory the caller owns, in the
-requested dtype (no copy out of the graph's pool, no separate cast); `upsample_in_finish` (with both)
-leaves the last x2 upsample to ATen's kernel outside the graph, before that normalisation kernel.
+convs before their upsamples (`model.late_upsample`, same maths; on by default), and
+`finish_in_graph=False` (the default on CUDA) replays only the trunk as a CUDA graph and writes the
+features with one ordinary kernel into memory the caller owns, in the requested dtype: no copy out of
+the graph's pool, no separate cast. Together 2.6 / 6.6 / 6.4 % faster at 260 / 520 / 910 px on the H100.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class CompiledRunner(TorchRunner):
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
                  channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
-                 late_upsample: bool = False, finish_in_graph: bool = True, upsample_in_finish: bool = False):
+                 late_upsample: bool = True, finish_in_graph: bool | None = None):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention not in ATTENTION:
@@ -62,10 +62,8 @@ class CompiledRunner(TorchRunner):
         self.gelu_epilogue = gelu_epilogue_default(precision, self.device) if gelu_epilogue is None else gelu_epilogue
         self.inductor = dict(inductor or {})
         self.late_upsample = late_upsample
-        self.finish_in_graph = finish_in_graph
-        if upsample_in_finish and (finish_in_graph or not late_upsample):
-            raise LsegError("upsample_in_finish needs late_upsample=True and finish_in_graph=False")
-        self.upsample_in_finish = upsample_in_finish
+        # off the GPU there are no CUDA graphs to keep the output out of: one graph, one compile
+        self.finish_in_graph = self.device.type != "cuda" if finish_in_graph is None else finish_in_graph
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
 
@@ -88,8 +86,7 @@ class CompiledRunner(TorchRunner):
             model = model()
         if self.fold_bn:
             model = fold_batchnorm(model)
-        self.model = LowPrecisionEncoder(model, _DTYPES[self.precision], late_upsample=self.late_upsample,
-                                         upsample_in_finish=self.upsample_in_finish)
+        self.model = LowPrecisionEncoder(model, _DTYPES[self.precision], late_upsample=self.late_upsample)
         self.model = self.model.to(self.device).eval()
         if self.precision == "fp8":
             from ..model.fp8 import fp16_gemm_output_supported, use_fp8_linears
@@ -153,10 +150,9 @@ class CompiledRunner(TorchRunner):
         trunk, normalize = fns
         if normalize is None:
             return trunk(x)
-        head = self.model.upsample(trunk(x))  # ATen's upsample, where `upsample_in_finish` put it here
         if dtype in _FINISH_DTYPES:
-            return normalize(head, dtype)  # one kernel writes the features in the dtype asked for
-        return normalize(head, torch.float32).to(dtype)
+            return normalize(trunk(x), dtype)  # one kernel writes the features in the dtype asked for
+        return normalize(trunk(x), torch.float32).to(dtype)
 
     def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
                       copy_borrowed: bool = True) -> torch.Tensor:
