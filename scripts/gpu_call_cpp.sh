@@ -6,7 +6,9 @@ set -u
 export PYTHONPATH=${PYTHONPATH:-}:$PWD/src PYTHONUNBUFFERED=1
 OUT=${OUT:-reports/gpu}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+# CPP_STEPS: e.g. "package build cpp fidelity python" leaves out the Python AOTI crash check (pyaoti)
 timeout 450 python3 scripts/gpu_cpp_compare.py --budget-s ${CPP_BUDGET:-400} --iterations 100 --stream-frames 30 \
+  --steps ${CPP_STEPS:-package build cpp fidelity python pyaoti} \
   2>&1 | grep -v -i warn | tee "$OUT/cpp_call.log" | tail -30
 timeout ${GATE_S:-140} python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
   --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \

@@ -10,19 +10,23 @@ Default: the full clip_vitl16_384 encoder on SYNTHETIC weights, fp16 AOTI packag
 in compare.json and the run goes on; a step that would start after --budget-s is skipped and
 recorded as such):
 
-  package   AOTI packages (artefact cache in --cache, default /tmp/lsegcache: a second call on the
-            same warm machine reuses them, and the synthetic checkpoint)
+  package   AOTI packages, one writing fp32 features and one writing fp16 (`--output-dtype fp16`)
+            per size (artefact cache in --cache, default /tmp/lsegcache: a second call on the same
+            warm machine reuses them, and the synthetic checkpoint)
   build     lseg_cpp into --cache/cpp-build-<hash of cpp/ + torch>, skipped when already built
   cpp       lseg_cpp bench per size and configuration:
-              graph-fp16    CUDA graph, fp16 host output, pinned buffers, + pipelined stream mode
-              eager-fp16    --no-cuda-graph, fp16, pinned
+              graph-fp16    CUDA graph, fp16 host output, pinned buffers, + pipelined stream mode, on
+                            the fp16-output package (no cast after the graph)
+              graph-fp32    CUDA graph, fp32 output, on the fp32-output package (device-only beside
+                            Python's fp32 device-only)
+              eager-fp16    --no-cuda-graph, fp16, pinned, fp16-output package
               old-fp32      --no-cuda-graph, fp32 output, pageable buffers (what lseg_cpp did before)
   fidelity  lseg_cpp extract (fp32 output) with and without the graph on one fixed input per size;
             compared with each other and, below, with Python AOTI and Python compiled
             (lseg_encoder.fidelity, fp16 tolerance row)
-  python    CompiledRunner (torch.compile reduce-overhead = CUDA graphs, fp16): device-only
-            (suites.timing.time_runner, CUDA events), single blocking call with fp16 output into a
-            pinned host buffer from a pinned input, and runners.pipeline stream (ms/frame)
+  python    CompiledRunner (torch.compile reduce-overhead = CUDA graphs, fp16): device-only with
+            fp32 and with fp16 features (suites.timing.time_runner, CUDA events), single blocking call
+            with fp16 output into a pinned host buffer from a pinned input, and runners.pipeline stream (ms/frame)
   pyaoti    Python AOTIRunner in a SUBPROCESS per size (it has died with exit 139 on CUDA packages
             on torch 2.11): return code and stderr tail recorded; timings and features when it lives
 
@@ -50,10 +54,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # PYTHONPATH=src, without installing the package
 T0 = time.perf_counter()
 STEPS = ("package", "build", "cpp", "fidelity", "python", "pyaoti")
-CPP_CONFIGS = {  # name: lseg_cpp bench flags
-    "graph-fp16": ["--output-dtype", "fp16"],
-    "eager-fp16": ["--output-dtype", "fp16", "--no-cuda-graph", "--stream-frames", "0"],
-    "old-fp32": ["--output-dtype", "fp32", "--no-cuda-graph", "--host-buffers", "pageable", "--stream-frames", "0"],
+CPP_CONFIGS = {  # name: (the package's output dtype, lseg_cpp bench flags)
+    "graph-fp16": ("float16", ["--output-dtype", "fp16"]),
+    "graph-fp32": ("float32", ["--output-dtype", "fp32", "--stream-frames", "0"]),
+    "eager-fp16": ("float16", ["--output-dtype", "fp16", "--no-cuda-graph", "--stream-frames", "0"]),
+    "old-fp32": ("float32", ["--output-dtype", "fp32", "--no-cuda-graph", "--host-buffers", "pageable",
+                             "--stream-frames", "0"]),
 }
 
 
@@ -97,20 +103,23 @@ def markdown(d: dict) -> str:
              f"{m.get('gpu') or m.get('cpu', '?')}, torch {m.get('torch', '?')}, CUDA {m.get('cuda') or '-'}, "
              f"driver {m.get('driver') or '-'}, {m.get('date', '?')}; {d['args']['iterations']} iterations after "
              f"{d['args']['warmup']} warm-up; medians in ms (stream: ms per frame)", "",
-             "| size | C++ graph dev | C++ eager dev | Py compiled dev | C++ graph e2e fp16 pinned "
+             "| size | C++ graph dev fp16 | Py compiled dev fp16 | C++ graph dev fp32 | Py compiled dev fp32 "
+             "| C++ eager dev fp16 | C++ graph e2e fp16 pinned "
              "| C++ eager e2e fp16 pinned | C++ old e2e fp32 pageable | Py e2e fp16 pinned | C++ stream | Py stream "
-             "| Py AOTI dev / e2e |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| Py AOTI dev / e2e |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for size in d["args"]["sizes"]:
         cpp = d["cpp"].get(size, {})
         py = d["python"].get(size, {})
         pa = d["pyaoti"].get(size, {})
         g, e, o = cpp.get("graph-fp16", {}), cpp.get("eager-fp16", {}), cpp.get("old-fp32", {})
+        g32 = cpp.get("graph-fp32", {})
         pa_cell = (f"{_med(pa.get('device_only_ms'))} / {_med(pa.get('end_to_end_ms'))}" if pa.get("rc") == 0
                    else (f"rc {pa['rc']}" if "rc" in pa else "-"))
         py_stream = f"{py['stream_ms_per_frame']:.3f}" if "stream_ms_per_frame" in py else "-"
         graph_note = "" if not g or g.get("cuda_graph") else " (no graph)"  # CPU packages, or capture off
-        lines.append(f"| {size} | {_med(g.get('device_only_ms'))}{graph_note} | {_med(e.get('device_only_ms'))} "
-                     f"| {_med(py.get('device_only_ms'))} | {_med(g.get('end_to_end_ms'))} "
+        lines.append(f"| {size} | {_med(g.get('device_only_ms'))}{graph_note} | {_med(py.get('device_only_fp16_ms'))} "
+                     f"| {_med(g32.get('device_only_ms'))} | {_med(py.get('device_only_ms'))} "
+                     f"| {_med(e.get('device_only_ms'))} | {_med(g.get('end_to_end_ms'))} "
                      f"| {_med(e.get('end_to_end_ms'))} | {_med(o.get('end_to_end_ms'))} "
                      f"| {_med(py.get('end_to_end_fp16_pinned_ms'))} | {_med(g.get('stream_ms_per_frame'))} "
                      f"| {py_stream} | {pa_cell} |")
@@ -198,6 +207,9 @@ def python_compiled(encoder, size: tuple[int, int], x, args) -> tuple[dict, obje
         row = {"compile_and_first_call_s": round(time.perf_counter() - t0, 1)}
         dev = time_runner(runner, x, mode="device", warmup=args.warmup, iterations=args.iterations)
         row["device_only_ms"] = dev.to_dict()
+        dev16 = time_runner(runner, x, mode="device", warmup=args.warmup, iterations=args.iterations,
+                            out_dtype=torch.float16)
+        row["device_only_fp16_ms"] = dev16.to_dict()
         host_in = host_buffer(x.shape).copy_(x)
         host_out = host_buffer(feats.shape, torch.float16)
         times = []
@@ -324,22 +336,28 @@ def main() -> int:
         inputs[text] = out / f"x_{text}.npy"
         np.save(inputs[text], x.numpy())
 
-        def package(size=size, text=text):
-            t0 = time.perf_counter()
-            p = aoti_package(encoder, size=size, precision=args.precision, device=args.device, progress=log)
-            report.data["package_s"][text] = round(time.perf_counter() - t0, 1)
-            return p
+        for out_dtype in ("float32", "float16"):
+            def package(size=size, text=text, out_dtype=out_dtype):
+                t0 = time.perf_counter()
+                p = aoti_package(encoder, size=size, precision=args.precision, device=args.device, progress=log,
+                                 output_dtype=out_dtype)
+                report.data["package_s"][f"{text}:{out_dtype}"] = round(time.perf_counter() - t0, 1)
+                return p
 
-        packages[text] = step("package", package, key=text)
+            packages.setdefault(text, {})[out_dtype] = step("package", package, key=f"{text}:{out_dtype}")
     if args.device == "cuda":
         torch.cuda.empty_cache()
 
     exe = step("build", lambda: build_lseg_cpp(cache, logs))
     timeout = max(60.0, args.budget_s / 4)
-    for text, pkg in packages.items():
-        if exe is None or pkg is None:
+    for text, pkgs in packages.items():
+        if exe is None:
             continue
-        for name, flags in CPP_CONFIGS.items():
+        for name, (out_dtype, flags) in CPP_CONFIGS.items():
+            pkg = pkgs.get(out_dtype)
+            if pkg is None:
+                continue
+
             def bench(name=name, flags=flags, pkg=pkg, text=text):
                 js = out / f"cpp_{name}_{text}.json"
                 proc = run_logged([str(exe), "bench", "--aoti", str(pkg), "--iterations", str(args.iterations),
@@ -353,7 +371,12 @@ def main() -> int:
                 report.write()
 
             step("cpp", bench, key=f"{text}:{name}")
-        for name, flags in (("cpp-graph", []), ("cpp-eager", ["--no-cuda-graph"])):
+        for name, out_dtype, flags in (("cpp-graph", "float32", []), ("cpp-eager", "float32", ["--no-cuda-graph"]),
+                                       ("cpp-graph-out16", "float16", ["--output-dtype", "fp16"])):
+            pkg = pkgs.get(out_dtype)
+            if pkg is None:
+                continue
+
             def extract(name=name, flags=flags, pkg=pkg, text=text):
                 f = out / f"feats_{name}_{text}.npy"
                 proc = run_logged([str(exe), "extract", "--aoti", str(pkg), "--input", str(inputs[text]),
@@ -373,7 +396,8 @@ def main() -> int:
 
         step("python", compiled, key=text)
 
-    for text, pkg in packages.items():
+    for text, pkgs in packages.items():
+        pkg = pkgs.get("float32")
         if pkg is None:
             continue
 

@@ -206,6 +206,25 @@ def test_extract_fp16_output_is_the_fp32_output_rounded(lseg_cpp, tiny_package, 
     assert not list(tmp_path.glob("*.tmp*")), "temp file left behind"
 
 
+def test_fp16_output_package_runs_in_both_output_dtypes(lseg_cpp, tiny_encoder, tmp_path):
+    # A package that writes fp16 itself (package-aoti --output-dtype fp16): lseg_cpp copies its
+    # features as they are for --output-dtype fp16 and casts them up for fp32, and Python agrees.
+    package = aoti_package(tiny_encoder, size=SIZE, precision="fp16", output_dtype="float16")
+    x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(6))
+    np.save(tmp_path / "x.npy", x.numpy())
+    runs = {}
+    for dtype in ("fp32", "fp16"):
+        proc = run_cpp(lseg_cpp, "extract", "--aoti", package, "--input", tmp_path / "x.npy",
+                       "--output", tmp_path / f"{dtype}.npy", "--output-dtype", dtype)
+        assert proc.returncode == 0, proc.stderr
+        runs[dtype] = np.load(tmp_path / f"{dtype}.npy")
+    with AOTIRunner(package) as runner:
+        python = runner.infer(x, out_dtype=torch.float16).numpy()
+    assert runs["fp16"].dtype == np.dtype("<f2") and runs["fp32"].dtype == np.dtype("<f4")
+    np.testing.assert_array_equal(runs["fp16"], python)
+    np.testing.assert_array_equal(runs["fp32"], runs["fp16"].astype(np.float32))
+
+
 def _make_bad_inputs(folder: Path, package: Path) -> None:
     np.save(folder / "wrong_shape.npy", np.zeros((1, 3, 32, 32), np.float32))
     np.save(folder / "not_an_image.npy", np.zeros((1, 512, 32, 48), np.float32))

@@ -84,7 +84,7 @@ def engine_file(encoder: LSegEncoder, *, precision: str = "fp16", shape: Shape =
 
 
 def aoti_package(encoder: LSegEncoder, *, precision: str = "fp32", size: Size = (384, 384), batch: int = 1,
-                 device: str = "cpu", progress: Progress | None = None) -> Path:
+                 device: str = "cpu", progress: Progress | None = None, output_dtype: str = "float32") -> Path:
     """The AOTInductor package of `encoder` at (batch, *size) from the artefact cache, keyed by
     everything that determines it (model code, weights, shape, precision, device, torch version,
     CPU ISA or GPU capability), compiled once."""
@@ -98,7 +98,8 @@ def aoti_package(encoder: LSegEncoder, *, precision: str = "fp32", size: Size = 
     key = {"code": model_code_digest(), "backbone": encoder.config.name, "config": repr(encoder.config),
            "weights": weights_fingerprint(encoder), "size": list(size), "batch": batch, "precision": precision,
            "device": device, "torch": torch.__version__, "target": target, "schema": AOTI_METADATA_SCHEMA,
-           "graph_revision": GRAPH_REVISION}
-    stem = f"{encoder.config.name}_{size[0]}x{size[1]}_b{batch}_{precision}_{device}_"
-    build = lambda tmp: package_aoti(encoder, tmp, size, batch, precision, device, progress)  # noqa: E731
+           "graph_revision": GRAPH_REVISION, "output_dtype": output_dtype}
+    out = "" if output_dtype == "float32" else "_out16"
+    stem = f"{encoder.config.name}_{size[0]}x{size[1]}_b{batch}_{precision}{out}_{device}_"
+    build = lambda tmp: package_aoti(encoder, tmp, size, batch, precision, device, progress, output_dtype)  # noqa: E731
     return cached_artifact("aoti", key, build, suffix=".pt2", stem=stem)

@@ -37,11 +37,11 @@ from ..model.fuse import LowPrecisionEncoder, placed
 from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
 from ..sizes import check_size
 from ..store.atomic import atomic_path, ensure_writable_parent
-from .metadata import AOTIPackageSpec
+from .metadata import OUTPUT_DTYPES, AOTIPackageSpec
 
 PRECISIONS = ("fp32", "fp16")
 DEVICES = ("cpu", "cuda")
-GRAPH_REVISION = "3"  # bump when the exported graph changes, so cached packages are rebuilt
+GRAPH_REVISION = "4"  # bump when the exported graph changes, so cached packages are rebuilt
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class AOTIPackageResult:
 
 
 class ContiguousOutput(nn.Module):
-    """Returns the features NCHW-contiguous, as the eager encoder does.
+    """Returns the features NCHW-contiguous, as the eager encoder does, in `dtype` (float16 packages
+    write fp16 features from the normalisation kernel itself: half the bytes, no cast kernel after it).
 
     Export's fake tensors give the CPU convolutions channels-last strides, and AOTInductor keeps the
     exported output strides, so without this the package would return an (N,C,H,W) view of NHWC
@@ -65,12 +66,13 @@ class ContiguousOutput(nn.Module):
     pay a transposing copy outside the compiled graph instead of a fused write inside it.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.model = model
+        self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).contiguous()
+        return self.model(x).to(self.dtype).contiguous()
 
 
 def _say(progress: Callable[[str], None] | None, text: str) -> None:
@@ -83,8 +85,10 @@ def _stderr(text: str) -> None:
 
 
 def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, precision: str = "fp32",
-                   device: str = "cpu") -> torch.export.ExportedProgram:
+                   device: str = "cpu", output_dtype: str = "float32") -> torch.export.ExportedProgram:
     """`torch.export` of the encoder (fp32 or `LowPrecisionEncoder` fp16) at one static input shape."""
+    if output_dtype not in OUTPUT_DTYPES:
+        raise LsegError(f"unknown output dtype {output_dtype!r}; use one of {', '.join(OUTPUT_DTYPES)}")
     if precision not in PRECISIONS:
         raise LsegError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     if device not in DEVICES:
@@ -101,7 +105,7 @@ def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, 
         model = LowPrecisionEncoder(model, torch.float16, late_upsample=True).eval()
         if gelu_epilogue_default(precision, device):
             use_gelu_epilogue(model)
-    model = ContiguousOutput(model).eval()
+    model = ContiguousOutput(model, getattr(torch, output_dtype)).eval()
     example = torch.zeros(batch, 3, height, width, device=device)
     with torch.no_grad():
         return torch.export.export(model, (example,), strict=False)
@@ -109,7 +113,7 @@ def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, 
 
 def package_aoti(encoder: LSegEncoder, output: str | os.PathLike, size: tuple[int, int], batch: int = 1,
                  precision: str = "fp32", device: str = "cpu",
-                 progress: Callable[[str], None] | None = _stderr) -> AOTIPackageResult:
+                 progress: Callable[[str], None] | None = _stderr, output_dtype: str = "float32") -> AOTIPackageResult:
     """Export and AOT-compile `encoder` into the `.pt2` package `output` (written atomically).
 
     `progress` receives one line per phase with its duration (None: silent).
@@ -129,10 +133,11 @@ def package_aoti(encoder: LSegEncoder, output: str | os.PathLike, size: tuple[in
         mean=tuple(config.mean_std[0]),
         std=tuple(config.mean_std[1]),
         synthetic=bool(getattr(encoder, "synthetic", False)),
+        output_dtype=output_dtype,
     )
     _say(progress, f"package-aoti: exporting {config.name} {precision} {device} input {spec.input_shape}")
     t0 = time.perf_counter()
-    program = export_encoder(encoder, size, batch, precision, device)
+    program = export_encoder(encoder, size, batch, precision, device, output_dtype)
     export_s = time.perf_counter() - t0
     _say(progress, f"package-aoti: exported in {export_s:.1f} s; compiling with AOTInductor "
                    "(tens of seconds on CPU for tiny, minutes for ViT-L)")

@@ -77,6 +77,9 @@ class PackageError(LsegError):
     """An AOTInductor package is missing, corrupt, foreign, or does not fit the request."""
 
 
+OUTPUT_DTYPES = ("float32", "float16")
+
+
 @dataclass(frozen=True)
 class AOTIPackageSpec:
     """What a package computes; stored as `lseg.*` strings in the package metadata."""
@@ -89,6 +92,7 @@ class AOTIPackageSpec:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # image normalisation, for callers that decode
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)   # images themselves (lseg_cpp extract --input X.jpg)
     synthetic: bool = False
+    output_dtype: str = "float32"  # "float16": the package writes fp16 features (no cast after it)
 
     def to_metadata(self) -> dict[str, str]:
         return {
@@ -97,7 +101,7 @@ class AOTIPackageSpec:
             "lseg.input_name": INPUT_NAME,
             "lseg.input_shape": ",".join(map(str, self.input_shape)),
             "lseg.output_shape": ",".join(map(str, self.output_shape)),
-            "lseg.dtype": "float32",
+            "lseg.dtype": self.output_dtype,
             "lseg.precision": self.precision,
             "lseg.device": self.device,
             "lseg.mean": ",".join(map(repr, self.mean)),
@@ -124,6 +128,7 @@ class AOTIPackageSpec:
                 mean=tuple(float(v) for v in meta["lseg.mean"].split(",")),
                 std=tuple(float(v) for v in meta["lseg.std"].split(",")),
                 synthetic=meta.get("lseg.synthetic") == "1",
+                output_dtype=_output_dtype(meta.get("lseg.dtype", "float32")),
             )
         except (KeyError, ValueError) as exc:
             raise PackageError(f"{source}: malformed lseg metadata ({exc})") from None
@@ -131,6 +136,12 @@ class AOTIPackageSpec:
     @property
     def size(self) -> tuple[int, int]:
         return self.input_shape[2], self.input_shape[3]
+
+
+def _output_dtype(text: str) -> str:
+    if text not in OUTPUT_DTYPES:
+        raise ValueError(f"output dtype {text!r} is not one of {', '.join(OUTPUT_DTYPES)}")
+    return text
 
 
 def _parse_shape(text: str) -> tuple[int, int, int, int]:

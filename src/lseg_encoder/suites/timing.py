@@ -61,11 +61,12 @@ def summarize(times_ms: list[float]) -> dict:
 
 
 def time_runner(runner, x: torch.Tensor, *, mode: str = "device", warmup: int = 10, iterations: int = 100,
-                progress=None, max_seconds: float | None = None) -> LatencyStats:
+                progress=None, max_seconds: float | None = None, out_dtype: torch.dtype | None = None) -> LatencyStats:
     """Time `runner.infer` on `x` (an activated runner). `progress` is called once per iteration.
 
     `max_seconds` bounds the timed loop by time as well as by count (at least 3 iterations run):
     a slow backend (ONNX Runtime on the CPU at 0.6 s a call) then costs seconds, not minutes.
+    `out_dtype` is passed to `infer` (e.g. torch.float16: features written in fp16).
     """
     if mode not in ("device", "end-to-end"):
         raise ValueError(f"mode must be 'device' or 'end-to-end', got {mode!r}")
@@ -74,10 +75,10 @@ def time_runner(runner, x: torch.Tensor, *, mode: str = "device", warmup: int = 
     cuda = runner.device.type == "cuda"
     if mode == "device":
         x_in = x.to(runner.device)
-        call = lambda: runner.infer(x_in, to_host=False)  # noqa: E731
+        call = lambda: runner.infer(x_in, to_host=False, out_dtype=out_dtype)  # noqa: E731
     else:
         x_in = x.cpu()
-        call = lambda: runner.infer(x_in, to_host=True)  # noqa: E731
+        call = lambda: runner.infer(x_in, to_host=True, out_dtype=out_dtype)  # noqa: E731
     for _ in range(warmup):
         call()
     runner.synchronize()
