@@ -6,12 +6,20 @@
 #          default since run 8), at 260/520/910 with fidelity and profiles; then batch 16 at 480.
 # Run 7 (cuDNN benchmarking; the last upsample fused into the normalisation) and run 8's ATen upsample
 # outside the graph lost and left the code; their figures are in docs/benchmarks.md.
+#   patch (`bash scripts/gpu_call_tail.sh patch`, run 11) - the defaults vs the patch embedding as one GEMM.
 set -u
 export PYTHONPATH=${PYTHONPATH:-}:$PWD/src PYTHONUNBUFFERED=1
 OUT=${OUT:-reports/gpu}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 date -u +"%Y-%m-%dT%H:%M:%SZ"
 noise() { grep -v -E "^E1125|Ignoring this choice|^ *$|[Ww]arn" ; }
+if [ "${1:-tail}" = patch ]; then
+  timeout 300 python3 scripts/gpu_levers.py --variants base,patch-gemm --sizes 260 520 910 --e2e none \
+    --profile base,patch-gemm --deadline 200 --name patch 2>&1 | noise | tee "$OUT/patch.log"
+  timeout 150 python3 scripts/gpu_levers.py --variants base,patch-gemm --sizes 480 --batch 16 --iterations 30 \
+    --e2e none --profile none --deadline 100 --name patch_b16 2>&1 | noise | tee "$OUT/patch_b16.log"
+  exit 0
+fi
 timeout 420 python3 scripts/gpu_levers.py --variants seed-graph,split,late-split --sizes 260 520 910 \
   --e2e late-split --profile seed-graph,split,late-split --deadline 330 --name tail 2>&1 | noise | tee "$OUT/tail.log"
 timeout 160 python3 scripts/gpu_levers.py --variants seed-graph,late-split --sizes 480 --batch 16 \

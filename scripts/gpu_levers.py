@@ -51,6 +51,7 @@ VARIANTS = {
     "split": {"late_upsample": False, "finish_in_graph": False},
     "late": {"late_upsample": True, "finish_in_graph": True},
     "late-split": {"late_upsample": True, "finish_in_graph": False},
+    "patch-gemm": {"patch_gemm": True},  # on top of the defaults
 }
 T0 = time.perf_counter()
 

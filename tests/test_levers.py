@@ -4,6 +4,7 @@ Their speed and fidelity are measured on the GPU by scripts/gpu_levers.py; here 
 a lever replaces what it says, and nothing else changes the maths where the op is exact (CPU).
 """
 
+import pytest
 import torch
 
 from lseg_encoder.model import build_encoder
@@ -146,3 +147,21 @@ def test_compiled_runner_with_the_finish_outside_the_graph_returns_owned_feature
     finally:
         runner.deactivate()
     torch._dynamo.reset()
+
+
+def test_patch_embedding_as_gemm_is_the_conv_on_whole_patches():
+    from lseg_encoder.model.patch_gemm import PatchGemm, patch_embedding_as_gemm
+
+    torch.manual_seed(4)
+    conv = torch.nn.Conv2d(3, 32, kernel_size=16, stride=16)
+    x = torch.randn(2, 3, 70, 100)  # rows and columns beyond the last whole patch are ignored by both
+    torch.testing.assert_close(PatchGemm(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="not a patch embedding"):
+        PatchGemm(torch.nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1))
+    enc = _randomised("tiny")
+    fast = patch_embedding_as_gemm(enc)
+    assert isinstance(fast.pretrained.model.patch_embed.proj, PatchGemm)
+    assert isinstance(enc.pretrained.model.patch_embed.proj, torch.nn.Conv2d)  # the caller's model is untouched
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), enc(x), rtol=0, atol=1e-5)

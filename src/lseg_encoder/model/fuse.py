@@ -14,6 +14,7 @@ from torch import nn
 from .decoder import ResidualConvUnit
 from .encoder import LSegEncoder, normalize_channels
 from .late_upsample import move_upsamples_late
+from .patch_gemm import patch_embedding_as_gemm
 from .resnet import Bottleneck
 from .vit import Attention, LayerNorm32
 
@@ -80,17 +81,20 @@ class LowPrecisionEncoder(nn.Module):
     kernels accumulate the softmax in fp32 already).
 
     `late_upsample` applies `model.late_upsample.move_upsamples_late` (same maths, fewer pixels for
-    the decoder's 1x1 convs). `forward` is `normalize(trunk(image))`; the two halves are separate so
-    the compiled runner can replay the trunk as a CUDA graph and write the output with an ordinary
-    kernel into memory the caller owns (no copy out of the graph's pool).
+    the decoder's 1x1 convs), `patch_gemm` `model.patch_gemm.patch_embedding_as_gemm` (same maths,
+    one GEMM). `forward` is `normalize(trunk(image))`; the two halves are separate so the compiled
+    runner can replay the trunk as a CUDA graph and write the output with an ordinary kernel into
+    memory the caller owns (no copy out of the graph's pool).
     """
 
     def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, explicit_softmax: bool = False,
-                 late_upsample: bool = False):
+                 late_upsample: bool = False, patch_gemm: bool = False):
         super().__init__()
         model = copy.deepcopy(encoder).float().eval()
         if late_upsample:
             model = move_upsamples_late(model)
+        if patch_gemm:
+            model = patch_embedding_as_gemm(model)
         if dtype != torch.float32:
             model = model.to(dtype)
             for module in model.modules():
