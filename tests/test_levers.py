@@ -124,6 +124,7 @@ def test_compiled_runner_defaults_split_the_finish_on_cuda_only():
     assert CompiledRunner(enc, "fp32", "cpu").finish_in_graph is True
     assert CompiledRunner(enc, "fp16", "cuda", finish_in_graph=True).output_is_borrowed is True
     assert CompiledRunner(enc, "fp32", "cpu").late_upsample is True
+    assert CompiledRunner(enc, "fp32", "cpu").patch_gemm is True
 
 
 def test_compiled_runner_with_the_finish_outside_the_graph_returns_owned_features():

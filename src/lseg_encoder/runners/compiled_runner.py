@@ -16,7 +16,8 @@ convs before their upsamples (`model.late_upsample`, same maths; on by default),
 `finish_in_graph=False` (the default on CUDA) replays only the trunk as a CUDA graph and writes the
 features with one ordinary kernel into memory the caller owns, in the requested dtype: no copy out of
 the graph's pool, no separate cast. Together 2.6 / 6.6 / 6.4 % faster at 260 / 520 / 910 px on the H100.
-`patch_gemm` runs the ViT's patch embedding as one GEMM (`model.patch_gemm`).
+`patch_gemm` runs the ViT's patch embedding as one GEMM (`model.patch_gemm`; on by default: 1.4-2.2 %
+faster at 260-910 px, batch 16 at 480 px 27.9 vs 28.6 ms).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class CompiledRunner(TorchRunner):
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
                  channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
-                 late_upsample: bool = True, finish_in_graph: bool | None = None, patch_gemm: bool = False):
+                 late_upsample: bool = True, finish_in_graph: bool | None = None, patch_gemm: bool = True):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention not in ATTENTION:
