@@ -70,15 +70,8 @@ class AOTIRunner(Runner):
 
     @torch.inference_mode()
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
+        # in the dtype the package writes (lseg.dtype); `run_on_device` casts to what the caller asked for
         return self.model(x.to(self.device, non_blocking=True).contiguous())
-
-    def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
-                      copy_borrowed: bool = True) -> torch.Tensor:
-        """float32 features unless `out_dtype` says otherwise, whatever dtype the package writes
-        (an fp16-output package's features are cast up for fp32, returned as they are for fp16)."""
-        result = self._infer_impl(x)
-        want = out_dtype or torch.float32
-        return result if result.dtype == want else result.to(want)
 
 
 def package_unavailable_reason(meta: dict[str, str]) -> str | None:

@@ -127,8 +127,9 @@ class Runner(abc.ABC):
                       copy_borrowed: bool = True) -> torch.Tensor:
         """The validated forward on the device, cast to `out_dtype`; no input check, no host copy."""
         result = self._infer_impl(x)
-        if out_dtype is not None and out_dtype != result.dtype:
-            return result.to(out_dtype)
+        want = out_dtype or torch.float32  # float32 features unless asked otherwise, whatever the backend wrote
+        if result.dtype != want:
+            return result.to(want)
         return result.clone() if self.output_is_borrowed and copy_borrowed else result
 
     def check_input(self, x: torch.Tensor) -> None:
