@@ -79,6 +79,11 @@ class CompiledRunner(TorchRunner):
         return self.mode in ("reduce-overhead", "max-autotune")
 
     @property
+    def _split(self) -> bool:
+        """The trunk is a CUDA graph and the normalisation an ordinary kernel after it."""
+        return self._graphs and not self.finish_in_graph
+
+    @property
     def output_is_borrowed(self) -> bool:
         return self._graphs and self.finish_in_graph
 
@@ -131,7 +136,7 @@ class CompiledRunner(TorchRunner):
             limits = {"recompile_limit": max(torch._dynamo.config.recompile_limit, 8 * (len(self._compiled) + 2)),
                       "accumulated_recompile_limit": max(torch._dynamo.config.accumulated_recompile_limit, 1024)}
             # dynamic=False: one specialised graph per bucket, no recompiles on shape guards
-            split = self._graphs and not self.finish_in_graph
+            split = self._split
             trunk = torch.compile(self.model.trunk if split else self.model, mode=self.mode, dynamic=False,
                                   fullgraph=True)
             # the normalisation is never a CUDA graph: its output must be memory the caller owns
@@ -160,16 +165,17 @@ class CompiledRunner(TorchRunner):
 
     def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
                       copy_borrowed: bool = True) -> torch.Tensor:
-        if self.finish_in_graph or not self._graphs:
+        if not self._split:
             return super().run_on_device(x, out_dtype, copy_borrowed=copy_borrowed)
-        with torch.inference_mode(), self._attention_kernel():
-            x = x.to(self.device, non_blocking=True)
-            return self._forward(self._bucket(x), x, out_dtype or torch.float32)
+        return self._run(x, out_dtype or torch.float32)  # owned memory, already in the dtype asked for
 
-    @torch.inference_mode()
     def _infer_impl(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
         # CUDA-graph outputs live in a pool that the next replay overwrites: `output_is_borrowed`
         # makes `Runner.infer` copy (or cast) them before handing them out
+        return self._run(x, torch.float32)
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
         with self._attention_kernel():
-            return self._forward(self._bucket(x), x, torch.float32)
+            return self._forward(self._bucket(x), x, dtype)
