@@ -3,9 +3,7 @@
 # compiled and Python AOTI at 260/520/910, then the latency-ratio tests against the committed H100
 # baseline (the regression gate).  OUT=... bash scripts/gpu_call_cpp.sh
 set -u
-export PYTHONPATH=${PYTHONPATH:-}:$PWD/src PYTHONUNBUFFERED=1
-OUT=${OUT:-reports/gpu}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+. "$(dirname "$0")/gpu_env.sh"
 # CPP_STEPS: e.g. "package build cpp fidelity python" leaves out the Python AOTI crash check (pyaoti)
 timeout 450 python3 scripts/gpu_cpp_compare.py --budget-s ${CPP_BUDGET:-400} --iterations 100 --stream-frames 30 \
   --steps ${CPP_STEPS:-package build cpp fidelity python pyaoti} \

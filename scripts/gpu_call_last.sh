@@ -3,9 +3,7 @@
 # tiny CUDA package, then GEMM-only max-autotune beside the baseline at 260 px (the size where the
 # small-M GEMMs are furthest from the floor).  OUT=... bash scripts/gpu_call_last.sh
 set -u
-export PYTHONPATH=${PYTHONPATH:-}:$PWD/src PYTHONUNBUFFERED=1
-OUT=${OUT:-reports/gpu}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+. "$(dirname "$0")/gpu_env.sh"
 timeout 200 python3 scripts/gpu_aoti_repro.py fp16 2>&1 | grep -v -i warn | tee "$OUT/aoti_repro.log" | tail -8
 timeout 300 python3 scripts/gpu_levers.py --variants base,autotune-gemm --sizes 260 --e2e none \
   --profile base,autotune-gemm --deadline 120 --name autotune 2>&1 \

@@ -4,11 +4,7 @@
 #              end-to-end modes and fidelity against eager fp32 in the same run; batch-16 throughput at 480.
 #   autotune - GEMM-only max-autotune at 260 beside the baseline, no deadline (it needs ~10 minutes).
 set -u
-export PYTHONPATH=${PYTHONPATH:-}:$PWD/src PYTHONUNBUFFERED=1
-OUT=${OUT:-reports/gpu}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-date -u +"%Y-%m-%dT%H:%M:%SZ"
-noise() { grep -v -E "^E1125|Ignoring this choice|^ *$|[Ww]arn" ; }
+. "$(dirname "$0")/gpu_env.sh"
 case "${1:-six}" in
 six)
   timeout 450 python3 scripts/gpu_levers.py --variants base --sizes 260 390 520 650 780 910 --e2e base \

@@ -8,11 +8,7 @@
 # outside the graph lost and left the code; their figures are in docs/benchmarks.md.
 #   patch (`bash scripts/gpu_call_tail.sh patch`, run 11) - the defaults vs the patch embedding as one GEMM.
 set -u
-export PYTHONPATH=${PYTHONPATH:-}:$PWD/src PYTHONUNBUFFERED=1
-OUT=${OUT:-reports/gpu}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-date -u +"%Y-%m-%dT%H:%M:%SZ"
-noise() { grep -v -E "^E1125|Ignoring this choice|^ *$|[Ww]arn" ; }
+. "$(dirname "$0")/gpu_env.sh"
 if [ "${1:-tail}" = patch ]; then
   timeout 300 python3 scripts/gpu_levers.py --variants base,patch-gemm --sizes 260 520 910 --e2e none \
     --profile base,patch-gemm --deadline 200 --name patch 2>&1 | noise | tee "$OUT/patch.log"
