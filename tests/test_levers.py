@@ -166,3 +166,40 @@ def test_patch_embedding_as_gemm_is_the_conv_on_whole_patches():
     x = torch.rand(1, 3, 64, 96) * 2 - 1
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), enc(x), rtol=0, atol=1e-5)
+
+
+def test_transposed_conv_with_kernel_equal_stride_is_one_gemm_on_token_rows():
+    from lseg_encoder.model.readout_gemm import TransposedPatchGemm
+
+    torch.manual_seed(5)
+    for k in (2, 4):
+        deconv = torch.nn.ConvTranspose2d(16, 8, kernel_size=k, stride=k)
+        image = torch.randn(2, 16, 3, 5)
+        rows = image.flatten(2).transpose(1, 2)  # (B, gh * gw, C), the readout's token layout
+        torch.testing.assert_close(TransposedPatchGemm(deconv)(rows, 3, 5), deconv(image), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="kernel == stride"):
+        TransposedPatchGemm(torch.nn.ConvTranspose2d(16, 8, kernel_size=4, stride=2, padding=1))
+
+
+def test_readouts_as_gemms_compute_the_same_features_and_leave_the_callers_model():
+    from lseg_encoder.model.readout_gemm import TokenReadout, TransposedPatchGemm, readouts_as_gemms
+
+    enc = _randomised("tiny")
+    with torch.no_grad():
+        for m in enc.modules():
+            if isinstance(m, torch.nn.ConvTranspose2d):
+                m.bias.uniform_(-0.5, 0.5)
+    fast = readouts_as_gemms(enc)
+    readouts = list(fast.pretrained.readouts.values())
+    assert all(isinstance(r, TokenReadout) and isinstance(r.conv, torch.nn.Linear) for r in readouts)
+    assert [type(r.resample).__name__ for r in readouts] == ["TransposedPatchGemm", "TransposedPatchGemm",
+                                                              "Identity", "Conv2d"]
+    assert isinstance(readouts[0].resample, TransposedPatchGemm)
+    assert isinstance(enc.pretrained.readouts["1"].resample, torch.nn.ConvTranspose2d)  # caller's model untouched
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        _, want = enc.pretrained(x)
+        _, got = fast.pretrained(x)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
+        torch.testing.assert_close(fast(x), enc(x), rtol=0, atol=1e-5)

@@ -15,6 +15,7 @@ from .decoder import ResidualConvUnit
 from .encoder import LSegEncoder, normalize_channels
 from .late_upsample import move_upsamples_late
 from .patch_gemm import patch_embedding_as_gemm
+from .readout_gemm import readouts_as_gemms
 from .resnet import Bottleneck
 from .vit import Attention, LayerNorm32
 
@@ -82,19 +83,22 @@ class LowPrecisionEncoder(nn.Module):
 
     `late_upsample` applies `model.late_upsample.move_upsamples_late` (same maths, fewer pixels for
     the decoder's 1x1 convs), `patch_gemm` `model.patch_gemm.patch_embedding_as_gemm` (same maths,
-    one GEMM). `forward` is `normalize(trunk(image))`; the two halves are separate so the compiled
-    runner can replay the trunk as a CUDA graph and write the output with an ordinary kernel into
-    memory the caller owns (no copy out of the graph's pool).
+    one GEMM), `readout_gemm` `model.readout_gemm.readouts_as_gemms` (same maths, the readouts' 1x1
+    and transposed convs as GEMMs on the tokens). `forward` is `normalize(trunk(image))`; the two
+    halves are separate so the compiled runner can replay the trunk as a CUDA graph and write the
+    output with an ordinary kernel into memory the caller owns (no copy out of the graph's pool).
     """
 
     def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, explicit_softmax: bool = False,
-                 late_upsample: bool = False, patch_gemm: bool = False):
+                 late_upsample: bool = False, patch_gemm: bool = False, readout_gemm: bool = False):
         super().__init__()
         model = copy.deepcopy(encoder).float().eval()
         if late_upsample:
             model = move_upsamples_late(model)
         if patch_gemm:
             model = patch_embedding_as_gemm(model)
+        if readout_gemm:
+            model = readouts_as_gemms(model)
         if dtype != torch.float32:
             model = model.to(dtype)
             for module in model.modules():

@@ -17,7 +17,8 @@ convs before their upsamples (`model.late_upsample`, same maths; on by default),
 features with one ordinary kernel into memory the caller owns, in the requested dtype: no copy out of
 the graph's pool, no separate cast. Together 2.6 / 6.6 / 6.4 % faster at 260 / 520 / 910 px on the H100.
 `patch_gemm` runs the ViT's patch embedding as one GEMM (`model.patch_gemm`; on by default: 1.4-2.2 %
-faster at 260-910 px, batch 16 at 480 px 27.9 vs 28.6 ms).
+faster at 260-910 px, batch 16 at 480 px 27.9 vs 28.6 ms). `readout_gemm` runs the DPT readouts' 1x1
+and transposed convs as GEMMs on the tokens (`model.readout_gemm`; off until measured).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class CompiledRunner(TorchRunner):
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
                  channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
-                 late_upsample: bool = True, finish_in_graph: bool | None = None, patch_gemm: bool = True):
+                 late_upsample: bool = True, finish_in_graph: bool | None = None, patch_gemm: bool = True,
+                 readout_gemm: bool = False):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention not in ATTENTION:
@@ -65,6 +67,7 @@ class CompiledRunner(TorchRunner):
         self.inductor = dict(inductor or {})
         self.late_upsample = late_upsample
         self.patch_gemm = patch_gemm
+        self.readout_gemm = readout_gemm
         # off the GPU there are no CUDA graphs to keep the output out of: one graph, one compile
         self.finish_in_graph = self.device.type != "cuda" if finish_in_graph is None else finish_in_graph
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
@@ -95,7 +98,7 @@ class CompiledRunner(TorchRunner):
         if self.fold_bn:
             model = fold_batchnorm(model)
         self.model = LowPrecisionEncoder(model, _DTYPES[self.precision], late_upsample=self.late_upsample,
-                                         patch_gemm=self.patch_gemm)
+                                         patch_gemm=self.patch_gemm, readout_gemm=self.readout_gemm)
         self.model = self.model.to(self.device).eval()
         if self.precision == "fp8":
             from ..model.fp8 import fp16_gemm_output_supported, use_fp8_linears
