@@ -53,6 +53,11 @@ VARIANTS = {
     "late-split": {"late_upsample": True, "finish_in_graph": False, "patch_gemm": False},
     "patch-gemm": {"patch_gemm": True},  # run 11: on top of the defaults then; the default since
     "no-patch-gemm": {"patch_gemm": False},
+    # sixth session: the readouts' 1x1 and transposed convs as GEMMs on the tokens; programmatic dependent
+    # launch for Inductor's Triton kernels (a kernel starts while the one before it drains); FlexAttention
+    "readout-gemm": {"readout_gemm": True},
+    "pdl": {"inductor": {"triton.enable_pdl": True}},
+    "flex": {"_attention": "flex"},
 }
 T0 = time.perf_counter()
 
@@ -76,7 +81,45 @@ def kernel_class(name: str) -> str:
     return "other"
 
 
-def profile(runner, x_dev: torch.Tensor, reps: int = 10) -> dict:
+def flex_attention_copy(encoder):
+    """Experiment only: a copy of `encoder` whose ViT attention calls FlexAttention (a Triton kernel
+    that Inductor generates) instead of SDPA; no score_mod, no mask, so the same maths."""
+    import copy
+
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from lseg_encoder.model.vit import Attention
+
+    class FlexAttention(Attention):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, n, c = x.shape
+            qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+            out = flex_attention(qkv[0], qkv[1], qkv[2])
+            return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    model = copy.deepcopy(encoder)
+    for module in model.modules():
+        if type(module) is Attention:
+            module.__class__ = FlexAttention
+    return model
+
+
+def kernel_sequence(prof, reps: int) -> dict:
+    """The last forward's kernels in launch order, with the idle gap before each: where the time
+    between kernels goes (graph-node latency, memsets) is invisible in per-kernel sums."""
+    kernels = sorted((ev for ev in prof.events() if ev.device_type == torch.autograd.DeviceType.CUDA),
+                     key=lambda ev: ev.time_range.start)
+    last = kernels[-(len(kernels) // reps):]
+    rows, gaps = [], 0.0
+    for prev, ev in zip([None] + last[:-1], last):
+        gap = 0.0 if prev is None else max(0.0, ev.time_range.start - prev.time_range.end)
+        gaps += gap
+        rows.append([ev.name[:80], round(ev.time_range.end - ev.time_range.start, 2), round(gap, 2)])
+    span = last[-1].time_range.end - last[0].time_range.start
+    return {"span_us": span, "gap_us": gaps, "kernels": len(rows), "rows": rows}
+
+
+def profile(runner, x_dev: torch.Tensor, reps: int = 10, trace: bool = False) -> dict:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
@@ -98,8 +141,14 @@ def profile(runner, x_dev: torch.Tensor, reps: int = 10) -> dict:
         count += ev.count
     top = sorted(per_kernel.items(), key=lambda kv: -kv[1])[:15]
     table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
-    return {"ms_per_forward": dict(per_class), "kernels_per_forward": count / reps,
-            "sum_ms": sum(per_class.values()), "top": top, "table": table}
+    res = {"ms_per_forward": dict(per_class), "kernels_per_forward": count / reps,
+           "sum_ms": sum(per_class.values()), "top": top, "table": table}
+    if trace:
+        try:  # a diagnostic: its failure must not cost the variant's figures
+            res["sequence"] = kernel_sequence(prof, reps)
+        except Exception as exc:
+            res["sequence_error"] = f"{type(exc).__name__}: {exc}"
+    return res
 
 
 def end_to_end(runner, x: torch.Tensor) -> dict:
@@ -139,6 +188,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[260, 520, 910])
     ap.add_argument("--e2e", default="base", help="variants that also get the end-to-end modes")
     ap.add_argument("--profile", default="base,flash,fp8", help="variants that get a profiler breakdown")
+    ap.add_argument("--trace", default="", help="profiled variants that also record one forward's kernel sequence")
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--batch", type=int, default=1, help="images per call (throughput: img/s = batch / device time)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds: start no new variant after this")
@@ -181,9 +231,10 @@ def main() -> None:
             continue
         kw = dict(VARIANTS[name])
         precision = kw.pop("precision", "fp16")
+        model = flex_attention_copy(enc) if kw.pop("_attention", None) == "flex" else enc
         row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}}
         try:
-            runner = CompiledRunner(enc, precision, "cuda", **kw).activate()
+            runner = CompiledRunner(model, precision, "cuda", **kw).activate()
             for s in sizes:
                 x = inputs[s]
                 x_dev = x.cuda()
@@ -198,9 +249,12 @@ def main() -> None:
                                  and met.label_agreement >= 0.995 and met.rel_l2 <= tol.rel_l2}
                 log(f"{name} {s}: {st.median_ms:.3f} ± {st.std_ms:.3f} ms, compile {cell['compile_s']:.1f} s, {met}")
                 if name in args.profile.split(","):
-                    cell["profile"] = profile(runner, x_dev)
+                    cell["profile"] = profile(runner, x_dev, trace=name in args.trace.split(","))
                     split = {k: round(v, 3) for k, v in cell["profile"]["ms_per_forward"].items()}
                     log(f"  profile {json.dumps(split)} kernels/forward {cell['profile']['kernels_per_forward']}")
+                    if "sequence" in cell["profile"]:
+                        seq = cell["profile"]["sequence"]
+                        log(f"  one forward: span {seq['span_us']:.0f} us, idle between kernels {seq['gap_us']:.0f} us")
                 if name in args.e2e.split(","):
                     cell["e2e_ms"] = end_to_end(runner, x)
                     log(f"  e2e {json.dumps(cell['e2e_ms'], default=lambda v: round(v, 2))}")
