@@ -41,7 +41,7 @@ from .metadata import OUTPUT_DTYPES, AOTIPackageSpec
 
 PRECISIONS = ("fp32", "fp16")
 DEVICES = ("cpu", "cuda")
-GRAPH_REVISION = "5"  # bump when the exported graph changes, so cached packages are rebuilt
+GRAPH_REVISION = "6"  # bump when the exported graph changes, so cached packages are rebuilt
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, 
     model = placed(encoder, device, torch.float32)  # a copy when it must move: the caller's stays put
     if precision == "fp16":
         # the decoder rewrite and the epilogue: the same graph as the compiled runner's
-        model = LowPrecisionEncoder(model, torch.float16, late_upsample=True, patch_gemm=True).eval()
+        model = LowPrecisionEncoder(model, torch.float16, late_upsample=True, patch_gemm=True,
+                                    readout_gemm=True).eval()
         if gelu_epilogue_default(precision, device):
             use_gelu_epilogue(model)
     model = ContiguousOutput(model, getattr(torch, output_dtype)).eval()

@@ -13,7 +13,7 @@ from torch import nn
 
 from .decoder import ResidualConvUnit
 from .encoder import LSegEncoder, normalize_channels
-from .late_upsample import move_upsamples_late
+from .late_upsample import move_upsamples_late, upsample_x2
 from .patch_gemm import patch_embedding_as_gemm
 from .readout_gemm import readouts_as_gemms
 from .resnet import Bottleneck
@@ -84,17 +84,23 @@ class LowPrecisionEncoder(nn.Module):
     `late_upsample` applies `model.late_upsample.move_upsamples_late` (same maths, fewer pixels for
     the decoder's 1x1 convs), `patch_gemm` `model.patch_gemm.patch_embedding_as_gemm` (same maths,
     one GEMM), `readout_gemm` `model.readout_gemm.readouts_as_gemms` (same maths, the readouts' 1x1
-    and transposed convs as GEMMs on the tokens). `forward` is `normalize(trunk(image))`; the two
+    and transposed convs as GEMMs on the tokens). `forward` is `finish(trunk(image))`; the two
     halves are separate so the compiled runner can replay the trunk as a CUDA graph and write the
     output with an ordinary kernel into memory the caller owns (no copy out of the graph's pool).
+    `defer_upsample` (with `late_upsample`) ends the trunk before the last x2 upsample, so that
+    `finish` can upsample and normalise in one pass (`kernels.upsample_normalize` on CUDA).
     """
 
     def __init__(self, encoder: LSegEncoder, dtype: torch.dtype, *, explicit_softmax: bool = False,
-                 late_upsample: bool = False, patch_gemm: bool = False, readout_gemm: bool = False):
+                 late_upsample: bool = False, patch_gemm: bool = False, readout_gemm: bool = False,
+                 defer_upsample: bool = False):
         super().__init__()
+        if defer_upsample and not late_upsample:
+            raise ValueError("defer_upsample needs late_upsample (the last upsample must follow head1)")
         model = copy.deepcopy(encoder).float().eval()
         if late_upsample:
             model = move_upsamples_late(model)
+            model.scratch.refinenet1.upsample_output = not defer_upsample
         if patch_gemm:
             model = patch_embedding_as_gemm(model)
         if readout_gemm:
@@ -112,13 +118,21 @@ class LowPrecisionEncoder(nn.Module):
         self.dtype = dtype
 
     def trunk(self, image: torch.Tensor) -> torch.Tensor:
-        """head1 in `dtype`, before normalisation."""
+        """head1 in `dtype`, before normalisation (before its last x2 upsample when `deferred_upsample`)."""
         return self.encoder.forward_head(image.to(self.dtype))
+
+    @property
+    def deferred_upsample(self) -> bool:
+        return not getattr(self.encoder.scratch.refinenet1, "upsample_output", True)
 
     @staticmethod
     def normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Unit features in `dtype`, normalised in fp32 either way."""
         return normalize_channels(head).to(dtype)
 
+    def finish(self, head: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The trunk's output -> unit features in `dtype` (the deferred upsample first, if any)."""
+        return self.normalize(upsample_x2(head) if self.deferred_upsample else head, dtype)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.normalize(self.trunk(image))
+        return self.finish(self.trunk(image))

@@ -35,12 +35,17 @@ def upsample_x2(x: torch.Tensor) -> torch.Tensor:
 
 
 class ConvFirstFusionBlock(FusionBlock):
-    """A FusionBlock whose 1x1 `out_conv` runs before the x2 upsample."""
+    """A FusionBlock whose 1x1 `out_conv` runs before the x2 upsample. With `upsample_output` off it
+    returns the map before that upsample (whoever takes it must upsample it: `LowPrecisionEncoder`'s
+    deferred last upsample)."""
+
+    upsample_output = True
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if skip is not None:
             x = x + self.resConfUnit1(skip)
-        return upsample_x2(self.out_conv(self.resConfUnit2(x)))
+        x = self.out_conv(self.resConfUnit2(x))
+        return upsample_x2(x) if self.upsample_output else x
 
 
 def fold_1x1(inner: nn.Conv2d, outer: nn.Conv2d) -> nn.Conv2d:

@@ -18,7 +18,10 @@ features with one ordinary kernel into memory the caller owns, in the requested 
 the graph's pool, no separate cast. Together 2.6 / 6.6 / 6.4 % faster at 260 / 520 / 910 px on the H100.
 `patch_gemm` runs the ViT's patch embedding as one GEMM (`model.patch_gemm`; on by default: 1.4-2.2 %
 faster at 260-910 px, batch 16 at 480 px 27.9 vs 28.6 ms). `readout_gemm` runs the DPT readouts' 1x1
-and transposed convs as GEMMs on the tokens (`model.readout_gemm`; off until measured).
+and transposed convs as GEMMs on the tokens (`model.readout_gemm`; on by default: 0.7-1.9 % faster at
+260-910 px, batch 16 at 480 px 27.86 vs 28.24 ms). `fused_finish`
+ends the graph before the last x2 upsample and writes the features with one Triton kernel that
+upsamples and normalises (`kernels.upsample_normalize`; off until measured).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class CompiledRunner(TorchRunner):
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
                  channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
                  late_upsample: bool = True, finish_in_graph: bool | None = None, patch_gemm: bool = True,
-                 readout_gemm: bool = False):
+                 readout_gemm: bool = True, fused_finish: bool = False):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention not in ATTENTION:
@@ -70,6 +73,10 @@ class CompiledRunner(TorchRunner):
         self.readout_gemm = readout_gemm
         # off the GPU there are no CUDA graphs to keep the output out of: one graph, one compile
         self.finish_in_graph = self.device.type != "cuda" if finish_in_graph is None else finish_in_graph
+        if fused_finish and not (self.device.type == "cuda" and self._split and late_upsample):
+            raise LsegError("fused_finish needs CUDA, CUDA graphs with the finish outside them "
+                            "(finish_in_graph=False) and late_upsample")
+        self.fused_finish = fused_finish
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
 
@@ -98,7 +105,8 @@ class CompiledRunner(TorchRunner):
         if self.fold_bn:
             model = fold_batchnorm(model)
         self.model = LowPrecisionEncoder(model, _DTYPES[self.precision], late_upsample=self.late_upsample,
-                                         patch_gemm=self.patch_gemm, readout_gemm=self.readout_gemm)
+                                         patch_gemm=self.patch_gemm, readout_gemm=self.readout_gemm,
+                                         defer_upsample=self.fused_finish)
         self.model = self.model.to(self.device).eval()
         if self.precision == "fp8":
             from ..model.fp8 import fp16_gemm_output_supported, use_fp8_linears
@@ -143,7 +151,7 @@ class CompiledRunner(TorchRunner):
             trunk = torch.compile(self.model.trunk if split else self.model, mode=self.mode, dynamic=False,
                                   fullgraph=True)
             # the normalisation is never a CUDA graph: its output must be memory the caller owns
-            normalize = torch.compile(self.model.normalize, dynamic=False, fullgraph=True) if split else None
+            normalize = self._finish() if split else None
             fns = (trunk, normalize)
             t0 = time.perf_counter()
             # freezing: weights become constants, so Inductor folds them (BN, casts) and picks conv layouts
@@ -157,6 +165,14 @@ class CompiledRunner(TorchRunner):
             self.compile_seconds.setdefault(shape, time.perf_counter() - t0)  # the first variant of a shape
             self._compiled[key] = fns
         return fns
+
+    def _finish(self):
+        """(head, dtype) -> features: the Triton upsample + normalisation kernel, or Inductor's."""
+        if self.fused_finish:
+            from ..kernels.upsample_normalize import upsample2_normalize
+
+            return upsample2_normalize
+        return torch.compile(self.model.finish, dynamic=False, fullgraph=True)
 
     def _forward(self, fns, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         trunk, normalize = fns

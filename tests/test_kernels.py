@@ -1,0 +1,91 @@
+"""Hand-written Triton kernels (src/lseg_encoder/kernels) against the torch ops they replace.
+
+On a GPU they run natively; on the CPU in Triton's interpreter (TRITON_INTERPRET=1, set in a child
+process because it must be set before the kernels are defined). Speed is the benchmarks' business.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+CHECK = textwrap.dedent("""
+    import torch, torch.nn.functional as F
+    from lseg_encoder.kernels.upsample_normalize import upsample2_normalize
+    from lseg_encoder.model.encoder import normalize_channels
+    device = {device!r}
+    torch.manual_seed(0)
+    # (B, C, h, w, input dtype, channels-last input, block_c): odd sizes, C not a multiple of the tile
+    cases = [(1, 40, 5, 7, torch.float32, False, 32), (2, 64, 6, 5, torch.float16, True, 32),
+             (1, 512, 9, 11, torch.float16, False, 32), (1, 24, 1, 3, torch.float32, False, 16)]
+    for b, c, h, w, dtype, channels_last, block_c in cases:
+        head = (torch.randn(b, c, h, w) * 4).to(device, dtype)
+        if channels_last:
+            head = head.to(memory_format=torch.channels_last)
+        up = F.interpolate(head.float(), scale_factor=2.0, mode="bilinear", align_corners=True)
+        want = normalize_channels(up)
+        for out_dtype, atol in ((torch.float32, 1e-6), (torch.float16, 5e-4)):
+            got = upsample2_normalize(head, out_dtype, block_c=block_c)
+            assert got.dtype == out_dtype and got.shape == (b, c, 2 * h, 2 * w) and got.is_contiguous()
+            err = (got.float() - want).abs().max().item()
+            assert err <= atol, (b, c, h, w, dtype, out_dtype, err)
+    print("ok")
+""")
+
+
+def _where():
+    if torch.cuda.is_available():
+        return "cuda", {}
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed (the `test` extra installs it on Linux): the kernel is not checked here")
+    return "cpu", {"TRITON_INTERPRET": "1"}
+
+
+def test_upsample2_normalize_equals_upsample_then_normalize():
+    device, env = _where()
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    run = subprocess.run([sys.executable, "-c", CHECK.format(device=device)], capture_output=True, text=True,
+                         env={**os.environ, **env, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                         timeout=600)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
+def test_upsample2_normalize_rejects_a_map_that_is_not_4d():
+    device, env = _where()
+    run = subprocess.run([sys.executable, "-c", "import torch\nfrom lseg_encoder.kernels.upsample_normalize import "
+                          f"upsample2_normalize\nupsample2_normalize(torch.zeros(3, 4, 5, device={device!r}))"],
+                         capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    assert run.returncode != 0 and "expected a (B, C, h, w) map" in run.stderr
+
+
+def test_deferred_upsample_then_finish_is_the_same_forward_in_fp32():
+    from lseg_encoder.model import build_encoder
+    from lseg_encoder.model.fuse import LowPrecisionEncoder
+
+    torch.manual_seed(3)
+    enc = build_encoder("tiny").eval()
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        whole = LowPrecisionEncoder(enc, torch.float32, late_upsample=True)
+        deferred = LowPrecisionEncoder(enc, torch.float32, late_upsample=True, defer_upsample=True)
+        head = deferred.trunk(x)
+        assert deferred.deferred_upsample and not whole.deferred_upsample
+        assert head.shape[-2:] == (16, 24) and whole.trunk(x).shape[-2:] == (32, 48)
+        torch.testing.assert_close(deferred.finish(head), whole(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs late_upsample"):
+        LowPrecisionEncoder(enc, torch.float32, defer_upsample=True)
+
+
+def test_fused_finish_is_refused_where_it_cannot_run():
+    from lseg_encoder.errors import LsegError
+    from lseg_encoder.model import build_encoder
+    from lseg_encoder.runners.compiled_runner import CompiledRunner
+
+    enc = build_encoder("tiny").eval()
+    with pytest.raises(LsegError, match="fused_finish needs CUDA"):
+        CompiledRunner(enc, "fp32", "cpu", fused_finish=True)
+    assert not CompiledRunner(enc, "fp32", "cpu").fused_finish
