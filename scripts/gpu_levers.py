@@ -55,7 +55,10 @@ VARIANTS = {
     "no-patch-gemm": {"patch_gemm": False},
     # sixth session: the readouts' 1x1 and transposed convs as GEMMs on the tokens; programmatic dependent
     # launch for Inductor's Triton kernels (a kernel starts while the one before it drains); FlexAttention
-    "readout-gemm": {"readout_gemm": True},
+    "readout-gemm": {"readout_gemm": True},  # run 13: on top of the defaults then; the default since
+    "no-readout-gemm": {"readout_gemm": False},
+    # the last upsample and the normalisation as one Triton kernel outside the CUDA graph
+    "fused-finish": {"fused_finish": True},
     "pdl": {"inductor": {"triton.enable_pdl": True}},
     "flex": {"_attention": "flex"},
 }
@@ -190,6 +193,7 @@ def main() -> None:
     ap.add_argument("--profile", default="base,flash,fp8", help="variants that get a profiler breakdown")
     ap.add_argument("--trace", default="", help="profiled variants that also record one forward's kernel sequence")
     ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--fp16-out", action="store_true", help="also time each cell with fp16 features")
     ap.add_argument("--batch", type=int, default=1, help="images per call (throughput: img/s = batch / device time)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds: start no new variant after this")
     ap.add_argument("--name", default="levers")
@@ -248,6 +252,12 @@ def main() -> None:
                                  "passes_fp16_row": met.pixel_cos_p01 >= tol.pixel_cos_p01
                                  and met.label_agreement >= 0.995 and met.rel_l2 <= tol.rel_l2}
                 log(f"{name} {s}: {st.median_ms:.3f} ± {st.std_ms:.3f} ms, compile {cell['compile_s']:.1f} s, {met}")
+                if args.fp16_out:
+                    st16 = time_runner(runner, x, mode="device", warmup=10, iterations=args.iterations,
+                                       out_dtype=torch.float16)
+                    cell.update(device_ms_fp16_out=st16.median_ms, std_ms_fp16_out=st16.std_ms,
+                                images_per_s_fp16_out=args.batch * 1e3 / st16.median_ms)
+                    log(f"  fp16 features: {st16.median_ms:.3f} ± {st16.std_ms:.3f} ms")
                 if name in args.profile.split(","):
                     cell["profile"] = profile(runner, x_dev, trace=name in args.trace.split(","))
                     split = {k: round(v, 3) for k, v in cell["profile"]["ms_per_forward"].items()}
