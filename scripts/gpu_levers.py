@@ -77,7 +77,7 @@ def kernel_class(name: str) -> str:
         return "conv"
     if any(k in n for k in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "scaled_mm", "matmul", "sm90_")):
         return "gemm"
-    if n.startswith("triton"):
+    if n.startswith("triton") or "upsample2_normalize" in n:  # Inductor's kernels and ours
         return "triton"
     if "memcpy" in n or "memset" in n:
         return "copy"
@@ -194,12 +194,17 @@ def main() -> None:
     ap.add_argument("--trace", default="", help="profiled variants that also record one forward's kernel sequence")
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--fp16-out", action="store_true", help="also time each cell with fp16 features")
+    ap.add_argument("--finish-tile", default="", help="BLOCK_X,num_warps of kernels/upsample_normalize.py")
     ap.add_argument("--batch", type=int, default=1, help="images per call (throughput: img/s = batch / device time)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds: start no new variant after this")
     ap.add_argument("--name", default="levers")
     args = ap.parse_args()
     out = Path(os.environ.get("OUT", "out"))
     out.mkdir(parents=True, exist_ok=True)
+    if args.finish_tile:
+        from lseg_encoder.kernels import upsample_normalize
+
+        upsample_normalize.TILE = tuple(int(v) for v in args.finish_tile.split(","))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     info = machine_info()

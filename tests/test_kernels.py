@@ -19,17 +19,18 @@ CHECK = textwrap.dedent("""
     from lseg_encoder.model.encoder import normalize_channels
     device = {device!r}
     torch.manual_seed(0)
-    # (B, C, h, w, input dtype, channels-last input, block_c): odd sizes, C not a multiple of the tile
-    cases = [(1, 40, 5, 7, torch.float32, False, 32), (2, 64, 6, 5, torch.float16, True, 32),
-             (1, 512, 9, 11, torch.float16, False, 32), (1, 24, 1, 3, torch.float32, False, 16)]
-    for b, c, h, w, dtype, channels_last, block_c in cases:
+    # (B, C, h, w, input dtype, channels-last input, tile): odd sizes, C not a power of 2, W not a
+    # multiple of the tile
+    cases = [(1, 40, 5, 7, torch.float32, False, (16, 8)), (2, 64, 6, 5, torch.float16, True, (4, 4)),
+             (1, 512, 9, 11, torch.float16, False, (16, 8)), (1, 24, 1, 3, torch.float32, False, (8, 4))]
+    for b, c, h, w, dtype, channels_last, tile in cases:
         head = (torch.randn(b, c, h, w) * 4).to(device, dtype)
         if channels_last:
             head = head.to(memory_format=torch.channels_last)
         up = F.interpolate(head.float(), scale_factor=2.0, mode="bilinear", align_corners=True)
         want = normalize_channels(up)
         for out_dtype, atol in ((torch.float32, 1e-6), (torch.float16, 5e-4)):
-            got = upsample2_normalize(head, out_dtype, block_c=block_c)
+            got = upsample2_normalize(head, out_dtype, tile=tile)
             assert got.dtype == out_dtype and got.shape == (b, c, 2 * h, 2 * w) and got.is_contiguous()
             err = (got.float() - want).abs().max().item()
             assert err <= atol, (b, c, h, w, dtype, out_dtype, err)
@@ -60,6 +61,10 @@ def test_upsample2_normalize_rejects_a_map_that_is_not_4d():
                           f"upsample2_normalize\nupsample2_normalize(torch.zeros(3, 4, 5, device={device!r}))"],
                          capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
     assert run.returncode != 0 and "expected a (B, C, h, w) map" in run.stderr
+    run = subprocess.run([sys.executable, "-c", "import torch\nfrom lseg_encoder.kernels.upsample_normalize import "
+                          f"upsample2_normalize\nupsample2_normalize(torch.zeros(1, 2048, 2, 2, device={device!r}))"],
+                         capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    assert run.returncode != 0 and "holds at most 1024" in run.stderr
 
 
 def test_deferred_upsample_then_finish_is_the_same_forward_in_fp32():

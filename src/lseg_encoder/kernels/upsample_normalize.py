@@ -4,9 +4,9 @@ Why: the features are 512 channels at H/2 x W/2, built by upsampling head1 (H/4 
 dividing each pixel by its channel norm. Run as two kernels, the upsampled fp16 map is written and
 read back once more in full: at batch 16 x 480 px that is 0.94 GB each way, 1.5 ms of the 28 ms
 forward on the H100 (docs/benchmarks.md, sixth session). Inductor fuses the two only as a looped
-reduction that took 3.2 ms at 910 px. This kernel reads head1 twice (the second pass mostly from
-L2) and writes the features once: per output pixel it interpolates every channel in fp32, sums the
-squares, then interpolates again and writes value / norm in the dtype asked for.
+reduction that took 3.2 ms at 910 px. This kernel reads head1 and writes the features once: each
+program takes a few output pixels with all their channels in registers, interpolates in fp32, sums
+the squares over the channels and writes value / norm in the dtype asked for.
 
 Same maths as `normalize_channels(upsample_x2(head))` (bilinear, align_corners=True, source index
 `dst * (in - 1) / (out - 1)` as PyTorch computes it), except that the upsampled values are not
@@ -42,7 +42,7 @@ def _upsample2_normalize_kernel(head, out, C, h, w, H, W, scale_y, scale_x,
     row = tl.program_id(0)  # one output row (b, y) ...
     b = row // H
     y = row % H
-    xs = tl.program_id(1) * BLOCK_X + tl.arange(0, BLOCK_X)  # ... and BLOCK_X of its pixels
+    xs = tl.program_id(1) * BLOCK_X + tl.arange(0, BLOCK_X)  # ... and BLOCK_X of its pixels, all channels
     xmask = xs < W
     fy = y.to(tl.float32) * scale_y
     y0 = fy.to(tl.int32)  # floor: the source index is never negative
@@ -52,40 +52,42 @@ def _upsample2_normalize_kernel(head, out, C, h, w, H, W, scale_y, scale_x,
     x0 = fx.to(tl.int32)
     x1 = tl.minimum(x0 + 1, w - 1)
     lx = fx - x0.to(tl.float32)
-    src = head + b * sh_b
-    cs = tl.arange(0, BLOCK_C)
-    squares = tl.zeros([BLOCK_X], dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + cs
-        v = _bilinear(src, c, c < C, y0, y1, ly, x0, x1, lx, xmask, sh_c, sh_y, sh_x)
-        squares += tl.sum(v * v, axis=0)
-    norm = tl.sqrt(squares)
-    dst = out + b * so_b + y * so_y + xs[None, :] * so_x
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + cs
-        cmask = c < C
-        v = _bilinear(src, c, cmask, y0, y1, ly, x0, x1, lx, xmask, sh_c, sh_y, sh_x)
-        feat = v / norm[None, :]
-        tl.store(dst + c[:, None] * so_c, feat.to(out.dtype.element_ty), mask=cmask[:, None] & xmask[None, :])
+    c = tl.arange(0, BLOCK_C)
+    cmask = c < C
+    # every channel of the tile stays in registers: one pass, no loop (a channel loop serialised the
+    # loads, which at 260 px left too few programs to hide their latency)
+    v = _bilinear(head + b * sh_b, c, cmask, y0, y1, ly, x0, x1, lx, xmask, sh_c, sh_y, sh_x)
+    norm = tl.sqrt(tl.sum(v * v, axis=0))
+    feat = v / norm[None, :]
+    dst = out + b * so_b + y * so_y + xs[None, :] * so_x + c[:, None] * so_c
+    tl.store(dst, feat.to(out.dtype.element_ty), mask=cmask[:, None] & xmask[None, :])
 
 
 def _align_corners_scale(src: int, dst: int) -> float:
     return (src - 1) / (dst - 1) if dst > 1 else 0.0
 
 
-def upsample2_normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32, *, block_c: int = 32,
-                        block_x: int = 64, num_warps: int = 4) -> torch.Tensor:
+# (BLOCK_X, num_warps): output pixels per program and its warps; every program holds all channels
+TILE = (16, 8)
+MAX_CHANNELS = 1024  # the whole channel vector of BLOCK_X pixels lives in registers
+
+
+def upsample2_normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32, *,
+                        tile: tuple[int, int] | None = None) -> torch.Tensor:
     """(B, C, h, w) head1 in any float dtype and layout -> (B, C, 2h, 2w) unit features in `dtype`,
-    contiguous NCHW, in memory the caller owns. The tile is BLOCK_C channels x BLOCK_X pixels of one
-    output row (fixed, not autotuned: a tuning pass would run inside the timed warm-up)."""
+    contiguous NCHW, in memory the caller owns. `tile` overrides `TILE` (fixed, not autotuned: a
+    tuning pass would run inside the timed warm-up)."""
     if head.dim() != 4:
         raise ValueError(f"expected a (B, C, h, w) map, got shape {tuple(head.shape)}")
     b, c, h, w = head.shape
+    if c > MAX_CHANNELS:
+        raise ValueError(f"{c} channels: the kernel holds at most {MAX_CHANNELS} per pixel")
+    block_x, num_warps = tile or TILE
     big_h, big_w = 2 * h, 2 * w
     out = torch.empty((b, c, big_h, big_w), dtype=dtype, device=head.device)
     grid = (b * big_h, triton.cdiv(big_w, block_x))
     _upsample2_normalize_kernel[grid](head, out, c, h, w, big_h, big_w,
                                       _align_corners_scale(h, big_h), _align_corners_scale(w, big_w),
-                                      *head.stride(), *out.stride(), BLOCK_C=block_c, BLOCK_X=block_x,
-                                      num_warps=num_warps)
+                                      *head.stride(), *out.stride(), BLOCK_C=triton.next_power_of_2(c),
+                                      BLOCK_X=block_x, num_warps=num_warps)
     return out
