@@ -279,6 +279,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--stream-frames", type=int, default=50)
     ap.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
+    ap.add_argument("--cpp-configs", nargs="+", default=list(CPP_CONFIGS), choices=list(CPP_CONFIGS),
+                    help="lseg_cpp configurations to time (fewer: more of the budget for the sizes)")
     ap.add_argument("--budget-s", type=float, default=450.0, help="no step starts after this many seconds")
     ap.add_argument("--cache", default="/tmp/lsegcache", help="artefact cache reused across calls")
     ap.add_argument("--pyaoti-child", nargs=4, metavar=("PKG", "X", "FEATS", "JSON"), help=argparse.SUPPRESS)
@@ -354,6 +356,8 @@ def main() -> int:
         if exe is None:
             continue
         for name, (out_dtype, flags) in CPP_CONFIGS.items():
+            if name not in args.cpp_configs:
+                continue
             pkg = pkgs.get(out_dtype)
             if pkg is None:
                 continue

@@ -67,8 +67,10 @@ def _align_corners_scale(src: int, dst: int) -> float:
     return (src - 1) / (dst - 1) if dst > 1 else 0.0
 
 
-# (BLOCK_X, num_warps): output pixels per program and its warps; every program holds all channels
-TILE = (16, 8)
+# (BLOCK_X, num_warps): output pixels per program and its warps; every program holds all channels.
+# (64, 16) was the fastest of six tiles on the H100 for the channels-last head1 that Inductor's
+# trunk returns (run 15, scripts/gpu_finish_kernel.py); an NCHW head1 is 5-7x slower at every tile.
+TILE = (64, 16)
 MAX_CHANNELS = 1024  # the whole channel vector of BLOCK_X pixels lives in registers
 
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 13, sixth session (2026-11-26), H100 calls with the shipped defaults (readout GEMMs on):
+#   six (run 16) - all six seed sizes: device-only, end-to-end modes and fidelity in one run; batch 16
+#                  at 480 px beside the fused finish (fp32 and fp16 features); the regression gate
+#   cpp (run 17) - C++ vs Python at 260/520/910 with graph-revision-6 packages (graph fp16 and fp32
+#                  configurations only, so that the 910 px Python step fits in the call)
+set -u
+. "$(dirname "$0")/gpu_env.sh"
+case "${1:-six}" in
+six)
+  timeout 300 python3 scripts/gpu_levers.py --variants base --sizes 260 390 520 650 780 910 --e2e base \
+    --profile none --deadline 250 --name six 2>&1 | noise | tee "$OUT/six.log" | cut -c1-240
+  timeout 130 python3 scripts/gpu_levers.py --variants base,fused-finish --sizes 480 --batch 16 --iterations 30 \
+    --fp16-out --e2e none --profile none --deadline 80 --name six_b16 2>&1 | noise | tee "$OUT/six_b16.log"
+  timeout 110 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
+    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
+    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -8
+  ;;
+cpp)
+  timeout 560 python3 scripts/gpu_cpp_compare.py --budget-s 470 --iterations 100 --stream-frames 30 \
+    --steps package build cpp fidelity python --cpp-configs graph-fp16 graph-fp32 \
+    2>&1 | grep -v -i warn | tee "$OUT/cpp_call.log" | tail -30
+  cd "$OUT" && tar czf details.tgz logs cpp_*.json 2>/dev/null; rm -rf logs cpp_*.json
+  ;;
+esac
