@@ -23,3 +23,10 @@ cpp)
   cd "$OUT" && tar czf details.tgz logs cpp_*.json 2>/dev/null; rm -rf logs cpp_*.json
   ;;
 esac
+# run 18 (`attention`): cuDNN's SDPA is preceded by a memset on every call (PyTorch's wrapper zero-fills
+# a dropout seed and offset even at dropout 0); the other SDPA kernels at the small sizes, with traces
+if [ "${1:-}" = attention ]; then
+  timeout 300 python3 scripts/gpu_levers.py --variants base,efficient,flash --sizes 260 520 --e2e none \
+    --profile base,efficient,flash --trace base,efficient,flash --deadline 220 --name attention 2>&1 | noise \
+    | tee "$OUT/attention.log"
+fi
