@@ -21,7 +21,8 @@ faster at 260-910 px, batch 16 at 480 px 27.9 vs 28.6 ms). `readout_gemm` runs t
 and transposed convs as GEMMs on the tokens (`model.readout_gemm`; on by default: 0.7-1.9 % faster at
 260-910 px, batch 16 at 480 px 27.86 vs 28.24 ms). `fused_finish`
 ends the graph before the last x2 upsample and writes the features with one Triton kernel that
-upsamples and normalises (`kernels.upsample_normalize`; off until measured).
+upsamples and normalises (`kernels.upsample_normalize`; off: within the spread of two calls at
+every size measured, docs/benchmarks.md sixth session).
 """
 
 from __future__ import annotations
