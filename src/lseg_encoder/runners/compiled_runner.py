@@ -19,10 +19,10 @@ the graph's pool, no separate cast. Together 2.6 / 6.6 / 6.4 % faster at 260 / 5
 `patch_gemm` runs the ViT's patch embedding as one GEMM (`model.patch_gemm`; on by default: 1.4-2.2 %
 faster at 260-910 px, batch 16 at 480 px 27.9 vs 28.6 ms). `readout_gemm` runs the DPT readouts' 1x1
 and transposed convs as GEMMs on the tokens (`model.readout_gemm`; on by default: 0.7-1.9 % faster at
-260-910 px, batch 16 at 480 px 27.86 vs 28.24 ms). `fused_finish`
-ends the graph before the last x2 upsample and writes the features with one Triton kernel that
-upsamples and normalises (`kernels.upsample_normalize`; off: within the spread of two calls at
-every size measured, docs/benchmarks.md sixth session).
+260-910 px, batch 16 at 480 px 27.86 vs 28.24 ms). `fused_finish` ends the graph before the last x2
+upsample and writes the features with one Triton kernel that upsamples and normalises
+(`kernels.upsample_normalize`; off: within the spread of two calls at every size measured,
+docs/benchmarks.md sixth session).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class CompiledRunner(TorchRunner):
         return sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
 
     def _bucket(self, x: torch.Tensor):
-        """(trunk, normalize) compiled for x's bucket; normalize is None when the whole forward is
+        """(trunk, finish) compiled for x's bucket; finish is None when the whole forward is
         one graph (`trunk` is then the compiled model)."""
         shape = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
         # Dynamo guards on the input's dtype and on whether it is an inference tensor (a CUDA tensor made
@@ -152,8 +152,8 @@ class CompiledRunner(TorchRunner):
             trunk = torch.compile(self.model.trunk if split else self.model, mode=self.mode, dynamic=False,
                                   fullgraph=True)
             # the normalisation is never a CUDA graph: its output must be memory the caller owns
-            normalize = self._finish() if split else None
-            fns = (trunk, normalize)
+            finish = self._finish() if split else None
+            fns = (trunk, finish)
             t0 = time.perf_counter()
             # freezing: weights become constants, so Inductor folds them (BN, casts) and picks conv layouts
             with torch.inference_mode(), torch._dynamo.config.patch(**limits), \
@@ -176,12 +176,12 @@ class CompiledRunner(TorchRunner):
         return torch.compile(self.model.finish, dynamic=False, fullgraph=True)
 
     def _forward(self, fns, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        trunk, normalize = fns
-        if normalize is None:
+        trunk, finish = fns
+        if finish is None:
             return trunk(x)
         if dtype in _FINISH_DTYPES:
-            return normalize(trunk(x), dtype)  # one kernel writes the features in the dtype asked for
-        return normalize(trunk(x), torch.float32).to(dtype)
+            return finish(trunk(x), dtype)  # one kernel writes the features in the dtype asked for
+        return finish(trunk(x), torch.float32).to(dtype)
 
     def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
                       copy_borrowed: bool = True) -> torch.Tensor:
