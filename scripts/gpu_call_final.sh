@@ -30,3 +30,11 @@ if [ "${1:-}" = attention ]; then
     --profile base,efficient,flash --trace base,efficient,flash --deadline 220 --name attention 2>&1 | noise \
     | tee "$OUT/attention.log"
 fi
+# run 19 (`batch`): throughput at 480 px beyond batch 16 (the issue names no batch size; offline
+# extraction chooses its own), fidelity against eager fp32 at each batch
+if [ "${1:-}" = batch ]; then
+  for B in 24 32; do
+    timeout 200 python3 scripts/gpu_levers.py --variants base --sizes 480 --batch $B --iterations 30 --fp16-out \
+      --e2e none --profile none --deadline 150 --name batch$B 2>&1 | noise | tee "$OUT/batch$B.log"
+  done
+fi
