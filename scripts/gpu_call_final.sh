@@ -38,3 +38,14 @@ if [ "${1:-}" = batch ]; then
       --e2e none --profile none --deadline 150 --name batch$B 2>&1 | noise | tee "$OUT/batch$B.log"
   done
 fi
+# run 20 (`workspace`): the memsets before cuBLAS(Lt) GEMMs at 910 px and batch 16: the defaults beside
+# the same code with no cuBLAS / cuBLASLt workspace (CUBLAS_WORKSPACE_CONFIG=:0:0, CUBLASLT_WORKSPACE_SIZE=0)
+if [ "${1:-}" = workspace ]; then
+  for WS in default none; do
+    if [ $WS = none ]; then export CUBLAS_WORKSPACE_CONFIG=:0:0 CUBLASLT_WORKSPACE_SIZE=0; fi
+    timeout 100 python3 scripts/gpu_levers.py --variants base --sizes 910 --e2e none --profile base --trace base \
+      --deadline 60 --name ws_${WS}_910 2>&1 | noise | tee "$OUT/ws_${WS}_910.log"
+    timeout 110 python3 scripts/gpu_levers.py --variants base --sizes 480 --batch 16 --iterations 30 --e2e none \
+      --profile base --trace base --deadline 60 --name ws_${WS}_b16 2>&1 | noise | tee "$OUT/ws_${WS}_b16.log"
+  done
+fi
