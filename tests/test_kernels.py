@@ -46,24 +46,27 @@ def _where():
     return "cpu", {"TRITON_INTERPRET": "1"}
 
 
-def test_upsample2_normalize_equals_upsample_then_normalize():
+def _run_child(code: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`code` in a fresh Python with this checkout's src first on the path; `{device}` in it is the
+    device the kernel runs on here (the CPU only through Triton's interpreter)."""
     device, env = _where()
     src = os.path.join(os.path.dirname(__file__), "..", "src")
-    run = subprocess.run([sys.executable, "-c", CHECK.format(device=device)], capture_output=True, text=True,
-                         env={**os.environ, **env, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")},
-                         timeout=600)
+    env = {**os.environ, **env, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", code.format(device=device)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_upsample2_normalize_equals_upsample_then_normalize():
+    run = _run_child(CHECK)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
 
 
 def test_upsample2_normalize_rejects_a_map_that_is_not_4d():
-    device, env = _where()
-    run = subprocess.run([sys.executable, "-c", "import torch\nfrom lseg_encoder.kernels.upsample_normalize import "
-                          f"upsample2_normalize\nupsample2_normalize(torch.zeros(3, 4, 5, device={device!r}))"],
-                         capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    call = ("import torch\nfrom lseg_encoder.kernels.upsample_normalize import upsample2_normalize\n"
+            "upsample2_normalize(torch.zeros({shape}, device={{device!r}}))")
+    run = _run_child(call.format(shape="3, 4, 5"), timeout=300)
     assert run.returncode != 0 and "expected a (B, C, h, w) map" in run.stderr
-    run = subprocess.run([sys.executable, "-c", "import torch\nfrom lseg_encoder.kernels.upsample_normalize import "
-                          f"upsample2_normalize\nupsample2_normalize(torch.zeros(1, 2048, 2, 2, device={device!r}))"],
-                         capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    run = _run_child(call.format(shape="1, 2048, 2, 2"), timeout=300)
     assert run.returncode != 0 and "holds at most 1024" in run.stderr
 
 
