@@ -67,9 +67,7 @@ class TokenReadout(Readout):
     a `TransposedPatchGemm`) run on the token rows; other resamples get the rows as a map."""
 
     def forward(self, tokens: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
-        patch = tokens[:, 1:]
-        cls = tokens[:, :1].expand_as(patch)
-        rows = self.conv(F.gelu(self.project(torch.cat([patch, cls], dim=-1))))  # (B, N, channels)
+        rows = self.conv(self.projected(tokens))  # (B, N, channels)
         if isinstance(self.resample, TransposedPatchGemm):
             return self.resample(rows, gh, gw)
         image = rows.transpose(1, 2).reshape(rows.shape[0], rows.shape[2], gh, gw)  # a channels-last view

@@ -136,10 +136,14 @@ class Readout(nn.Module):
         else:
             self.resample = nn.Identity()
 
-    def forward(self, tokens: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+    def projected(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1+N, C) tokens -> (B, N, C) rows: each patch token with the CLS token, projected."""
         patch = tokens[:, 1:]
         cls = tokens[:, :1].expand_as(patch)
-        h = F.gelu(self.project(torch.cat([patch, cls], dim=-1)))  # patch first, CLS second
+        return F.gelu(self.project(torch.cat([patch, cls], dim=-1)))  # patch first, CLS second
+
+    def forward(self, tokens: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+        h = self.projected(tokens)
         h = h.transpose(1, 2).reshape(h.shape[0], h.shape[2], gh, gw)
         return self.resample(self.conv(h))
 
