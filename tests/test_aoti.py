@@ -1,7 +1,8 @@
 """AOTInductor packaging (`lseg_encoder.export.aoti`, `lseg-encoder package-aoti`) and `AOTIRunner`, on CPU.
 
-One fp32 tiny package comes from the artefact cache (compiled once, shared with `test_cpp.py`); one
-fp16 package is written by the CLI. Each compile takes ~15-35 s on two CPU cores.
+One fp32 and one fp16-output fp16 tiny package come from the artefact cache (compiled once, shared
+with `test_cpp.py`); one fp16 package with fp32 output is written by the CLI. Each compile takes
+~15-35 s on two CPU cores.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def cli_fp16_package(tiny_checkpoint, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("aoti") / "tiny_fp16.pt2"
     rc = main(["package-aoti", "--weights", str(tiny_checkpoint), "--static", f"1x{SIZE[0]}x{SIZE[1]}",
-               "--precision", "fp16", "--output-dtype", "fp16", "--output", str(out)])
+               "--precision", "fp16", "--output", str(out)])
     assert rc == 0
     return out
 
@@ -84,11 +85,28 @@ def test_runner_refuses_other_shapes(tiny_package):
 def test_cli_fp16_package_within_fp16_error_of_eager(cli_fp16_package, tiny_encoder):
     spec = read_package_spec(cli_fp16_package)
     assert (spec.precision, spec.device, spec.input_shape) == ("fp16", "cpu", (1, 3, *SIZE))
-    assert spec.output_dtype == "float16"
+    assert spec.output_dtype == "float32"
     x = _image(1)
     with torch.inference_mode():
         ref = tiny_encoder(x)
     with AOTIRunner(cli_fp16_package) as runner:
+        got = runner.infer(x)
+    with TorchRunner(tiny_encoder, "fp16") as eager16:
+        base = eager16.infer(x)
+    assert got.dtype == torch.float32  # I/O stays fp32; the normalisation ran in fp32
+    # err(package fp16, fp32) <= k * err(eager fp16 autocast, fp32), k from the tolerance table
+    assert check(feature_metrics(got, ref), "fp16", baseline=feature_metrics(base, ref))
+    torch.testing.assert_close(got.norm(dim=1), torch.ones(1, 32, 48), atol=1e-5, rtol=0)
+
+
+def test_fp16_output_package_writes_fp16_and_the_runner_keeps_float32(tiny_encoder):
+    # the same cached package as tests/test_cpp.py's (package-aoti --output-dtype fp16)
+    package = aoti_package(tiny_encoder, size=SIZE, precision="fp16", output_dtype="float16")
+    assert read_package_spec(package).output_dtype == "float16"
+    x = _image(1)
+    with torch.inference_mode():
+        ref = tiny_encoder(x)
+    with AOTIRunner(package) as runner:
         got = runner.infer(x)
         half = runner.infer(x, out_dtype=torch.float16)
         raw = runner.model(x)  # what the package itself writes
@@ -97,7 +115,6 @@ def test_cli_fp16_package_within_fp16_error_of_eager(cli_fp16_package, tiny_enco
     assert raw.dtype == torch.float16 and raw.is_contiguous()  # written by the normalisation kernel
     assert half.dtype == torch.float16 and torch.equal(half, raw)
     assert got.dtype == torch.float32 and torch.equal(got, raw.float())  # the runner's float32 contract
-    # err(package fp16, fp32) <= k * err(eager fp16 autocast, fp32), k from the tolerance table
     assert check(feature_metrics(got, ref), "fp16", baseline=feature_metrics(base, ref))
     # unit vectors normalised in fp32, then rounded to fp16 (<= 2^-11 relative per component)
     torch.testing.assert_close(got.norm(dim=1), torch.ones(1, 32, 48), atol=5e-4, rtol=0)
