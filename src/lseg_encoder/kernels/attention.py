@@ -1,0 +1,128 @@
+"""ViT self-attention straight from the qkv GEMM's output, as one Triton kernel (issue 13).
+
+Why: in the compiled fp16 path attention is cuDNN's fused SDPA. On the H100 it runs at ~260 TFLOP/s
+at batch 16 x 480 px (901 tokens, 16 heads of 64): 4.8 of the 27 ms forward, the slowest of the
+big kernels per FLOP. PyTorch's cuDNN wrapper also zero-fills a dropout seed and offset before
+every call, dropout 0 included: a memset graph node and a ~3 us gap per layer, ~0.1 ms per forward
+at 260 px (docs/benchmarks.md, sixth session). FlashAttention-2, memory-efficient SDPA and
+FlexAttention were each slower than cuDNN. This kernel is the remaining lever the issue names: a
+flash-attention forward (online softmax in fp32, exp2, scores never leave registers) specialised
+for what the ViT needs: no mask, no dropout, no causal branch, and it reads q, k and v where the
+qkv Linear wrote them, `(B, N, 3, heads, 64)`, and writes `(B, N, heads * 64)`, the layout the
+proj Linear reads. So no permute, no memset, one launch per layer.
+
+Same maths as `F.scaled_dot_product_attention(q, k, v)` with the default scale; the softmax
+weights are rounded to the activation dtype before the PV product, as every fused kernel does.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, qk_scale,
+                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    """One block of keys: the running max, denominator and accumulator after it. (Rescaling the
+    accumulator only when a row's max grows by more than 2^8, as some kernels do, was 0-27 % slower
+    here at every shape: run 24.)"""
+    offs_n = start + tl.arange(0, BLOCK_N)
+    if MASKED:
+        keep = offs_n < n_tokens
+        k = tl.load(k_ptrs + start * stride_n, mask=keep[:, None], other=0.0)
+        v = tl.load(v_ptrs + start * stride_n, mask=keep[:, None], other=0.0)
+    else:
+        k = tl.load(k_ptrs + start * stride_n)
+        v = tl.load(v_ptrs + start * stride_n)
+    qk = tl.dot(q, tl.trans(k)) * qk_scale  # log2 domain: exp2 below (qk_scale is fp32, see the kernel)
+    if MASKED:
+        qk = tl.where(keep[None, :], qk, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.math.exp2(qk - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_stride_b, out_stride_n,
+                      qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # Inductor passes a Python float as fp64 (run 25): in fp64 the whole softmax, and `tl.dot` with an
+    # fp64 accumulator fails to compile
+    qk_scale = tl.cast(qk_scale, tl.float32)
+    block = tl.program_id(0)  # BLOCK_M queries ...
+    bh = tl.program_id(1)     # ... of one image's head
+    b = bh // heads
+    h = bh % heads
+    base = qkv + b.to(tl.int64) * stride_b + h * HEAD_DIM  # q at +0, k at +width, v at +2 * width
+    offs_m = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    rows = offs_m < n_tokens
+    q = tl.load(base + offs_m[:, None] * stride_n + offs_d[None, :], mask=rows[:, None], other=0.0)
+    offs_n = tl.arange(0, BLOCK_N)
+    k_ptrs = base + width + offs_n[:, None] * stride_n + offs_d[None, :]
+    v_ptrs = base + 2 * width + offs_n[:, None] * stride_n + offs_d[None, :]
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    full = (n_tokens // BLOCK_N) * BLOCK_N  # unmasked blocks first, the ragged tail once
+    for start in range(0, full, BLOCK_N):
+        m_i, l_i, acc = _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, qk_scale,
+                                      BLOCK_N, False)
+    if full < n_tokens:
+        m_i, l_i, acc = _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, full, n_tokens, qk_scale,
+                                      BLOCK_N, True)
+    acc = acc / l_i[:, None]
+    dst = out + b.to(tl.int64) * out_stride_b + h * HEAD_DIM + offs_m[:, None] * out_stride_n + offs_d[None, :]
+    tl.store(dst, acc.to(out.dtype.element_ty), mask=rows[:, None])
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages): the fastest of 14 tiles on the H100 at 257-3137 tokens
+# and batch 16 x 901, or within 1.2 % of it (run 22, scripts/gpu_attention_kernel.py, docs/benchmarks.md
+# seventh session); `tile=` overrides it per call.
+TILE = (64, 64, 4, 3)
+
+
+def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> torch.Tensor:
+    b, n, three_c = qkv.shape
+    width = three_c // 3
+    head_dim = width // heads
+    out = torch.empty((b, n, width), dtype=qkv.dtype, device=qkv.device)
+    block_m, block_n, num_warps, num_stages = tile
+    grid = (triton.cdiv(n, block_m), b * heads)
+    torch.library.wrap_triton(_attention_kernel)[grid](
+        qkv, out, n, heads, width, qkv.stride(0), qkv.stride(1), out.stride(0), out.stride(1),
+        head_dim ** -0.5 * LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+        num_warps=num_warps, num_stages=num_stages)
+    return out
+
+
+# `triton_op`: Inductor compiles the kernel itself, inside the compiled graph and its CUDA graph, and
+# AOTInductor puts it into the packages the C++ runner loads.
+@torch.library.triton_op("lseg::attention", mutates_args=())
+def _attention_op(qkv: torch.Tensor, heads: int, block_m: int, block_n: int, num_warps: int,
+                  num_stages: int) -> torch.Tensor:
+    return _launch(qkv, heads, (block_m, block_n, num_warps, num_stages))
+
+
+def check_qkv(qkv: torch.Tensor, heads: int) -> None:
+    """The layout the kernel reads: (B, N, 3 * heads * d) with unit stride along the channels."""
+    if qkv.dim() != 3 or qkv.shape[2] % (3 * heads):
+        raise ValueError(f"expected (B, N, 3 * heads * head_dim) with {heads} heads, got {tuple(qkv.shape)}")
+    head_dim = qkv.shape[2] // (3 * heads)
+    if head_dim < 16 or head_dim & (head_dim - 1):
+        raise ValueError(f"head_dim {head_dim}: the kernel needs a power of two >= 16")
+    if qkv.stride(2) != 1:
+        raise ValueError("the qkv channels must be contiguous")
+
+
+def attention_from_qkv(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """(B, N, 3C) output of the qkv Linear -> (B, N, C) attention output, heads side by side (what
+    `sdpa(q, k, v).transpose(1, 2).reshape(B, N, C)` returns), as the op `lseg::attention`."""
+    check_qkv(qkv, heads)
+    return _attention_op(qkv, heads, *(tile or TILE))
