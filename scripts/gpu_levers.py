@@ -61,6 +61,10 @@ VARIANTS = {
     "fused-finish": {"fused_finish": True},
     "pdl": {"inductor": {"triton.enable_pdl": True}},
     "flex": {"_attention": "flex"},
+    # seventh session: the hand-written Triton attention kernel (kernels/attention.py); the default for
+    # fp16 since run 25, "sdpa" is PyTorch's SDPA choice (cuDNN on the H100), the default before
+    "triton-attn": {"attention": "triton"},
+    "sdpa": {"attention": "auto"},
 }
 T0 = time.perf_counter()
 
@@ -195,6 +199,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--fp16-out", action="store_true", help="also time each cell with fp16 features")
     ap.add_argument("--finish-tile", default="", help="BLOCK_X,num_warps of kernels/upsample_normalize.py")
+    ap.add_argument("--attention-tile", default="", help="BLOCK_M,BLOCK_N,num_warps,num_stages of kernels/attention.py")
     ap.add_argument("--batch", type=int, default=1, help="images per call (throughput: img/s = batch / device time)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds: start no new variant after this")
     ap.add_argument("--name", default="levers")
@@ -205,6 +210,10 @@ def main() -> None:
         from lseg_encoder.kernels import upsample_normalize
 
         upsample_normalize.TILE = tuple(int(v) for v in args.finish_tile.split(","))
+    if args.attention_tile:
+        from lseg_encoder.kernels import attention
+
+        attention.TILE = tuple(int(v) for v in args.attention_tile.split(","))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     info = machine_info()

@@ -97,3 +97,86 @@ def test_fused_finish_is_refused_where_it_cannot_run():
     with pytest.raises(LsegError, match="fused_finish needs CUDA"):
         CompiledRunner(enc, "fp32", "cpu", fused_finish=True)
     assert not CompiledRunner(enc, "fp32", "cpu").fused_finish
+
+
+ATTENTION_CHECK = textwrap.dedent("""
+    import torch, torch.nn.functional as F
+    from lseg_encoder.kernels.attention import attention_from_qkv
+    device = {device!r}
+    torch.manual_seed(0)
+    # (B, N, heads, head_dim, dtype, tile, logit scale): N below, at and above a key block, N a
+    # multiple of the block (no ragged tail), large logits (the running max moves between blocks)
+    cases = [(1, 17, 2, 16, torch.float32, (16, 16, 4, 2), 2.0), (2, 70, 3, 32, torch.float16, (32, 16, 4, 2), 2.0),
+             (1, 64, 2, 64, torch.float32, (32, 32, 4, 2), 2.0), (1, 5, 1, 16, torch.float32, (16, 16, 4, 1), 2.0),
+             (1, 100, 2, 16, torch.float32, (16, 16, 4, 1), 8.0), (2, 33, 4, 16, torch.float16, (64, 64, 4, 3), 1.0)]
+    for b, n, heads, d, dtype, tile, scale in cases:
+        c = heads * d
+        qkv = (torch.randn(b, n, 3 * c) * scale).to(device, dtype)
+        q, k, v = qkv.float().reshape(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
+        want = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        got = attention_from_qkv(qkv, heads, tile=tile)
+        assert got.dtype == dtype and got.shape == (b, n, c) and got.is_contiguous()
+        err = (got.float() - want).abs().max().item()
+        # fp32 on the GPU: tl.dot runs TF32 (the runner keeps SDPA for fp32 for this reason)
+        rel = 1e-5 if dtype == torch.float32 and device == "cpu" else 4e-3
+        atol = rel * max(1.0, want.abs().max().item())
+        assert err <= atol, (b, n, heads, d, dtype, err)
+    print("ok")
+""")
+
+
+def test_attention_kernel_equals_sdpa():
+    """The kernel reads q, k, v from the qkv GEMM's layout and writes the layout proj reads; checked
+    against fp32 SDPA (checked failing with the softmax scale dropped and with the tail block's
+    mask removed)."""
+    run = _run_child(ATTENTION_CHECK)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
+def test_attention_kernel_rejects_layouts_it_cannot_read():
+    from lseg_encoder.kernels.attention import check_qkv
+
+    check_qkv(torch.zeros(1, 5, 3 * 2 * 16), 2)
+    with pytest.raises(ValueError, match="expected"):
+        check_qkv(torch.zeros(1, 5, 100), 2)
+    with pytest.raises(ValueError, match="power of two"):
+        check_qkv(torch.zeros(1, 5, 3 * 2 * 24), 2)
+    with pytest.raises(ValueError, match="contiguous"):
+        check_qkv(torch.zeros(1, 96, 5).transpose(1, 2), 2)
+
+
+KERNEL_MODEL_CHECK = textwrap.dedent("""
+    import copy, torch
+    from lseg_encoder.model import build_encoder
+    from lseg_encoder.model.kernel_attention import KernelAttention, use_kernel_attention
+    torch.manual_seed(0)
+    enc = build_encoder("tiny").eval().to({device!r})
+    for p in enc.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    swapped = copy.deepcopy(enc)
+    assert use_kernel_attention(swapped) == 4
+    assert all(isinstance(b.attn, KernelAttention) for b in swapped.pretrained.model.blocks)
+    x = torch.rand(2, 3, 64, 96, device={device!r}) * 2 - 1
+    with torch.inference_mode():
+        err = (swapped(x) - enc(x)).abs().max().item()
+    assert err <= (1e-5 if {device!r} == "cpu" else 2e-3), err
+    print("ok")
+""")
+
+
+def test_kernel_attention_swap_is_the_same_model():
+    run = _run_child(KERNEL_MODEL_CHECK)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
+def test_attention_default_and_refusal_off_cuda():
+    from lseg_encoder.errors import LsegError
+    from lseg_encoder.model import build_encoder
+    from lseg_encoder.runners.compiled_runner import CompiledRunner, attention_default
+
+    assert attention_default("fp16", "cuda") == "triton" and attention_default("bf16", "cuda:1") == "triton"
+    assert attention_default("fp32", "cuda") == "auto" and attention_default("fp16", "cpu") == "auto"
+    enc = build_encoder("tiny").eval()
+    assert CompiledRunner(enc, "fp16", "cpu").attention == "auto"
+    with pytest.raises(LsegError, match="attention='triton' runs a CUDA kernel"):
+        CompiledRunner(enc, "fp16", "cpu", attention="triton")

@@ -22,7 +22,9 @@ and transposed convs as GEMMs on the tokens (`model.readout_gemm`; on by default
 260-910 px, batch 16 at 480 px 27.86 vs 28.24 ms). `fused_finish` ends the graph before the last x2
 upsample and writes the features with one Triton kernel that upsamples and normalises
 (`kernels.upsample_normalize`; off: within the spread of two calls at every size measured,
-docs/benchmarks.md sixth session).
+docs/benchmarks.md sixth session). `attention="triton"` runs the ViT's attention on the hand-written
+kernel of `kernels.attention` (`model.kernel_attention`): no permute, no SDPA memset; the default for
+fp16/bf16 on CUDA (`attention_default`; 1-7 % faster at 260-910 px on the H100, seventh session).
 """
 
 from __future__ import annotations
@@ -37,25 +39,32 @@ from ..errors import LsegError
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, fold_batchnorm
 from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
+from ..model.kernel_attention import kernel_attention_default, use_kernel_attention
 from .torch_runner import TorchRunner, require_device
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float16}
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _FINISH_DTYPES = (torch.float32, torch.float16)  # compiled with each bucket when the finish is split
 ATTENTION = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
-             "efficient": SDPBackend.EFFICIENT_ATTENTION}
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "triton": None}
+
+
+def attention_default(precision: str, device) -> str:
+    """"triton" where `model.kernel_attention.kernel_attention_default` says so, else PyTorch's SDPA."""
+    return "triton" if kernel_attention_default(precision, device) else "auto"
 
 
 class CompiledRunner(TorchRunner):
     backend = "compiled"
 
     def __init__(self, encoder, precision: str = "fp16", device="cuda", mode: str = "reduce-overhead",
-                 config=None, fold_bn: bool = True, freezing: bool = True, attention: str = "auto",
+                 config=None, fold_bn: bool = True, freezing: bool = True, attention: str | None = None,
                  channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
                  late_upsample: bool = True, finish_in_graph: bool | None = None, patch_gemm: bool = True,
                  readout_gemm: bool = True, fused_finish: bool = False):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
+        attention = attention_default(precision, device) if attention is None else attention
         if attention not in ATTENTION:
             raise LsegError(f"unknown attention kernel {attention!r}; use one of {', '.join(ATTENTION)}")
         if precision not in _DTYPES:
@@ -78,6 +87,8 @@ class CompiledRunner(TorchRunner):
             raise LsegError("fused_finish needs CUDA, CUDA graphs with the finish outside them "
                             "(finish_in_graph=False) and late_upsample")
         self.fused_finish = fused_finish
+        if attention == "triton" and self.device.type != "cuda":
+            raise LsegError("attention='triton' runs a CUDA kernel (kernels.attention); use 'auto' off CUDA")
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
 
@@ -116,6 +127,8 @@ class CompiledRunner(TorchRunner):
             use_fp8_linears(self.model, torch.float16, gemm)
         if self.gelu_epilogue:
             use_gelu_epilogue(self.model)
+        if self.attention == "triton":
+            use_kernel_attention(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
