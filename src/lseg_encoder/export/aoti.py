@@ -35,13 +35,14 @@ from ..errors import BackendUnavailable, LsegError
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, placed
 from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
+from ..model.kernel_attention import kernel_attention_default, use_kernel_attention
 from ..sizes import check_size
 from ..store.atomic import atomic_path, ensure_writable_parent
 from .metadata import OUTPUT_DTYPES, AOTIPackageSpec
 
 PRECISIONS = ("fp32", "fp16")
 DEVICES = ("cpu", "cuda")
-GRAPH_REVISION = "6"  # bump when the exported graph changes, so cached packages are rebuilt
+GRAPH_REVISION = "7"  # bump when the exported graph changes, so cached packages are rebuilt
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, 
                                     readout_gemm=True).eval()
         if gelu_epilogue_default(precision, device):
             use_gelu_epilogue(model)
+        if kernel_attention_default(precision, device):
+            use_kernel_attention(model)  # the Triton kernel goes into the package (a `triton_op`)
     model = ContiguousOutput(model, getattr(torch, output_dtype)).eval()
     example = torch.zeros(batch, 3, height, width, device=device)
     with torch.no_grad():
