@@ -69,4 +69,15 @@ final)  # run 26: Inductor compiles the shipped op (triton_op, the fp32 scale); 
     --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
     --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -8
   ;;
+confirm)  # run 28: the shipped op (triton_op) beside SDPA in one process: batch 16 x 480, then 390 px (where
+          # run 26 saw Inductor split the qkv bias off); the gate again, its JSON kept (6 files)
+  timeout 200 python3 scripts/gpu_levers.py --variants base,sdpa --sizes 480 --batch 16 --iterations 30 \
+    --fp16-out --e2e none --profile base,sdpa --deadline 150 --name confirm_b16 2>&1 \
+    | noise | tee "$OUT/confirm_b16.log" | cut -c1-300
+  timeout 150 python3 scripts/gpu_levers.py --variants base,sdpa --sizes 390 --e2e none \
+    --profile base,sdpa --deadline 120 --name confirm_390 2>&1 | noise | tee "$OUT/confirm_390.log" | cut -c1-300
+  timeout 100 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
+    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
+    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -4
+  ;;
 esac
