@@ -28,13 +28,14 @@ def run(args) -> int:
     import sys
 
     from ..export.aoti import package_aoti
+    from ..precisions import dtype_name
     from ..weights.checkpoint import load_encoder
 
     weights = resolve_weights(args)
     encoder = load_encoder(weights, backbone=args.backbone)
     batch, height, width = args.static
     result = package_aoti(encoder, args.output, (height, width), batch=batch, precision=args.precision,
-                          device=args.device, output_dtype={"fp32": "float32", "fp16": "float16"}[args.output_dtype])
+                          device=args.device, output_dtype=dtype_name(args.output_dtype))
     label = " (SYNTHETIC weights)" if encoder.synthetic else ""
     spec = result.spec
     print(f"wrote {result.path}: {spec.backbone}{label} {spec.precision} {spec.device}, input "

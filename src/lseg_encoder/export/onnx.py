@@ -31,6 +31,7 @@ from ..configs import EncoderConfig
 from ..errors import ExportError, first_sentences
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder
+from ..precisions import torch_dtype
 from ..sizes import check_size, round_to_valid
 from ..store.atomic import atomic_path, ensure_writable_parent
 from .metadata import INPUT_NAME, OUTPUT_NAME, onnx_metadata
@@ -42,8 +43,7 @@ TWO_GB = 2**31
 def prepare_for_export(encoder: LSegEncoder, precision: str) -> LowPrecisionEncoder:
     """fp32 I/O wrapper (a copy: the caller's module is left as it is); the attention softmax is
     spelled out so that its fp32 cast is in the graph."""
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
-    return LowPrecisionEncoder(encoder, dtype, explicit_softmax=True).eval()
+    return LowPrecisionEncoder(encoder, torch_dtype(precision), explicit_softmax=True).eval()
 
 
 Validator = Callable[[Path, list[tuple[int, int]], int], list]  # (onnx file, sizes, batch) -> verdicts

@@ -19,9 +19,10 @@ import torch
 
 from ..configs import EncoderConfig, get_config
 from ..errors import LsegError
+from ..precisions import TORCH_DTYPES
 from ..sizes import check_size
 
-DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {name: TORCH_DTYPES[name] for name in ("fp16", "fp32")}  # of the stored features
 NATIVE = "native"
 
 

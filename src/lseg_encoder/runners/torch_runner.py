@@ -10,10 +10,11 @@ import torch
 from ..errors import BackendUnavailable, LsegError
 from ..model import LSegEncoder
 from ..model.fuse import placed
+from ..precisions import TORCH_DTYPES
 from .base import Runner
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_AUTOCAST = {name: TORCH_DTYPES[name] for name in ("fp16", "bf16")}
 
 
 @contextlib.contextmanager
