@@ -41,7 +41,7 @@ def use_kernel_attention(model: nn.Module) -> int:
 
 def kernel_attention_default(precision: str, device: str | torch.device) -> bool:
     """The compiled fp16/bf16 paths on CUDA use the kernel by default (compiled runner and AOTI
-    packages alike, so C++ and Python run the same graph): on the H100 it was faster than cuDNN's
-    SDPA at 260-910 px and at batch 16 x 480 px, with the fidelity kept (docs/benchmarks.md, seventh
-    session). fp32 keeps SDPA: the kernel's matmuls in fp32 would run as TF32."""
+    packages alike, so C++ and Python run the same graph): on the H100 it was 0.3-7.4 % faster than
+    cuDNN's SDPA at 260-910 px and no slower at batch 16 x 480 px, with the fidelity kept
+    (docs/benchmarks.md, seventh session). fp32 keeps SDPA: the kernel's fp32 matmuls would be TF32."""
     return precision in ("fp16", "bf16", "fp8") and torch.device(device).type == "cuda"

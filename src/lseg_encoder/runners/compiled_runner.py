@@ -24,7 +24,7 @@ upsample and writes the features with one Triton kernel that upsamples and norma
 (`kernels.upsample_normalize`; off: within the spread of two calls at every size measured,
 docs/benchmarks.md sixth session). `attention="triton"` runs the ViT's attention on the hand-written
 kernel of `kernels.attention` (`model.kernel_attention`): no permute, no SDPA memset; the default for
-fp16/bf16 on CUDA (`attention_default`; 1-7 % faster at 260-910 px on the H100, seventh session).
+fp16/bf16 on CUDA (`attention_default`; 0.3-7.4 % faster at 260-910 px on the H100, seventh session).
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, fold_batchnorm
 from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
 from ..model.kernel_attention import kernel_attention_default, use_kernel_attention
+from ..precisions import TORCH_DTYPES
 from .torch_runner import TorchRunner, require_device
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float16}
+_DTYPES = {**TORCH_DTYPES, "fp8": torch.float16}  # fp8: E4M3 GEMMs between fp16 activations
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _FINISH_DTYPES = (torch.float32, torch.float16)  # compiled with each bucket when the finish is split
 ATTENTION = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
