@@ -80,4 +80,11 @@ confirm)  # run 28: the shipped op (triton_op) beside SDPA in one process: batch
     --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
     --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -4
   ;;
+ws)  # run 29: Triton's automatic warp specialisation of the key loop, per tile, against cuDNN (the kernel then
+     # had a WARP_SPECIALIZE switch and this script a --warp-specialize flag: no gain, both removed after the
+     # run; as written now it re-times the tiles); then that the shipped op still compiles under Inductor
+  timeout 100 python3 scripts/gpu_attention_inductor.py 2>&1 | tail -30 | tee "$OUT/inductor.log"
+  timeout 300 python3 scripts/gpu_attention_kernel.py --tiles 64,64,4,3 64,64,4,2 128,64,8,3 128,128,8,3 \
+    128,64,4,3 --deadline 260 2>&1 | noise | tee "$OUT/attention_ws.log"
+  ;;
 esac
