@@ -88,3 +88,30 @@ ws)  # run 29: Triton's automatic warp specialisation of the key loop, per tile,
     128,64,4,3 --deadline 260 2>&1 | noise | tee "$OUT/attention_ws.log"
   ;;
 esac
+# run 31 (`lnsource`): why alternate layers' LayerNorm kernels take 32/42 us or 54/68 us at batch 16 x 480
+# (run 20's trace): the defaults at batch 16, traced, and Inductor's generated trunk module kept for reading
+if [ "${1:-}" = lnsource ]; then
+  export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_ln
+  timeout 200 python3 scripts/gpu_levers.py --variants base --sizes 480 --batch 16 --iterations 30 --e2e none \
+    --profile base --trace base --deadline 120 --name ln_b16 2>&1 | noise | tee "$OUT/ln_b16.log" | cut -c1-300
+  for f in $(grep -l "def call(" $(grep -rl "native_layer_norm" /tmp/inductor_ln --include=*.py) | head -3); do
+    cp "$f" "$OUT/trunk_$(basename "$f").txt"; echo "kept $f ($(wc -c < "$f") bytes)"
+  done
+fi
+# run 32 (`realize`): the residual sums realised after 1 or 2 reads (Inductor's realize_reads_threshold, 4 by
+# default) beside the defaults, at batch 16 x 480 and at 260 / 910 px, fidelity in the same process
+if [ "${1:-}" = realize ]; then
+  timeout 250 python3 scripts/gpu_levers.py --variants base,realize1,realize2 --sizes 480 --batch 16 --iterations 30 \
+    --e2e none --profile base,realize1,realize2 --deadline 200 --name realize_b16 2>&1 | noise \
+    | tee "$OUT/realize_b16.log" | cut -c1-300
+  timeout 300 python3 scripts/gpu_levers.py --variants base,realize1,realize2 --sizes 260 910 --e2e none \
+    --profile base,realize1,realize2 --deadline 230 --name realize 2>&1 | noise | tee "$OUT/realize.log" | cut -c1-300
+fi
+# run 33 (`realize2`): realize_reads_threshold=2 beside the defaults once more, at batch 16 x 480 and at 520 px
+if [ "${1:-}" = realize2 ]; then
+  timeout 200 python3 scripts/gpu_levers.py --variants base,realize2 --sizes 480 --batch 16 --iterations 30 \
+    --e2e none --profile base,realize2 --deadline 150 --name realize2_b16 2>&1 | noise \
+    | tee "$OUT/realize2_b16.log" | cut -c1-300
+  timeout 150 python3 scripts/gpu_levers.py --variants base,realize2 --sizes 520 --e2e none \
+    --profile base,realize2 --deadline 120 --name realize2_520 2>&1 | noise | tee "$OUT/realize2_520.log" | cut -c1-300
+fi

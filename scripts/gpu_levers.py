@@ -65,6 +65,10 @@ VARIANTS = {
     # fp16 since run 25, "sdpa" is PyTorch's SDPA choice (cuDNN on the H100), the default before
     "triton-attn": {"attention": "triton"},
     "sdpa": {"attention": "auto"},
+    # run 32: Inductor keeps the ViT's residual sums unrealised for four adds and re-reads every branch
+    # output in each LayerNorm kernel (run 31's source); realise them after 1 or 2 reads instead
+    "realize1": {"inductor": {"realize_reads_threshold": 1}},
+    "realize2": {"inductor": {"realize_reads_threshold": 2}},
 }
 T0 = time.perf_counter()
 
