@@ -90,9 +90,10 @@ def test_stream_refuses_an_inactive_runner(tiny_encoder):
 @pytest.mark.parametrize("kwargs, message", [
     ({"precision": "fp4"}, "unknown precision 'fp4'"),
     ({"attention": "fast"}, "unknown attention kernel 'fast'"),
+    ({"device": "tpu"}, "unknown device 'tpu'"),
 ])
 def test_compiled_runner_refuses_unknown_options(tiny_encoder, kwargs, message):
     from lseg_encoder.runners.compiled_runner import CompiledRunner
 
     with pytest.raises(LsegError, match=message):
-        CompiledRunner(tiny_encoder, device="cpu", **{"precision": "fp16", **kwargs})
+        CompiledRunner(tiny_encoder, **{"device": "cpu", "precision": "fp16", **kwargs})

@@ -76,7 +76,10 @@ class Runner(abc.ABC):
     def __init__(self, config: EncoderConfig, precision: str = "fp32", device: str | torch.device = "cpu"):
         self.config = config
         self.precision = precision
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as exc:  # torch's message lists every device type it knows
+            raise LsegError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
         self.is_active = False
 
     @property

@@ -65,8 +65,7 @@ class CompiledRunner(TorchRunner):
                  readout_gemm: bool = True, fused_finish: bool = False):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
-        attention = attention_default(precision, device) if attention is None else attention
-        if attention not in ATTENTION:
+        if attention is not None and attention not in ATTENTION:
             raise LsegError(f"unknown attention kernel {attention!r}; use one of {', '.join(ATTENTION)}")
         if precision not in _DTYPES:
             raise LsegError(f"unknown precision {precision!r}; use one of {', '.join(_DTYPES)}")
@@ -75,7 +74,8 @@ class CompiledRunner(TorchRunner):
         self.mode = mode
         self.fold_bn = fold_bn
         self.freezing = freezing
-        self.attention = attention
+        # the default is resolved once the device is known (and checked) as a torch.device
+        self.attention = attention = attention_default(precision, self.device) if attention is None else attention
         self.channels_last = channels_last
         self.gelu_epilogue = gelu_epilogue_default(precision, self.device) if gelu_epilogue is None else gelu_epilogue
         self.inductor = dict(inductor or {})
