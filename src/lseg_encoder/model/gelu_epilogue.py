@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .swap import swap_children
 from .vit import Mlp
 
 
@@ -37,11 +38,7 @@ class EpilogueGeluMlp(nn.Module):
 
 def use_gelu_epilogue(model: nn.Module) -> int:
     """Swap every transformer block's Mlp for `EpilogueGeluMlp` in place; returns how many."""
-    targets = [(parent, name, child) for parent in model.modules()
-               for name, child in parent.named_children() if isinstance(child, Mlp)]
-    for parent, name, child in targets:
-        setattr(parent, name, EpilogueGeluMlp(child))
-    return len(targets)
+    return swap_children(model, Mlp, EpilogueGeluMlp)
 
 
 def gelu_epilogue_default(precision: str, device: str | torch.device) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .swap import swap_children
 from .vit import Attention
 
 
@@ -32,11 +33,7 @@ class KernelAttention(nn.Module):
 
 def use_kernel_attention(model: nn.Module) -> int:
     """Swap every transformer block's Attention for `KernelAttention` in place; returns how many."""
-    targets = [(parent, name, child) for parent in model.modules()
-               for name, child in parent.named_children() if isinstance(child, Attention)]
-    for parent, name, child in targets:
-        setattr(parent, name, KernelAttention(child))
-    return len(targets)
+    return swap_children(model, Attention, KernelAttention)
 
 
 def kernel_attention_default(precision: str, device: str | torch.device) -> bool:
