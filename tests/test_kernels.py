@@ -180,3 +180,5 @@ def test_attention_default_and_refusal_off_cuda():
     assert CompiledRunner(enc, "fp16", "cpu").attention == "auto"
     with pytest.raises(LsegError, match="attention='triton' runs a CUDA kernel"):
         CompiledRunner(enc, "fp16", "cpu", attention="triton")
+    with pytest.raises(LsegError, match="TF32 in an fp32 graph"):
+        CompiledRunner(enc, "fp32", "cuda", attention="triton")  # refused before any GPU is touched

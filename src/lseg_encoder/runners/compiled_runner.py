@@ -90,6 +90,9 @@ class CompiledRunner(TorchRunner):
         self.fused_finish = fused_finish
         if attention == "triton" and self.device.type != "cuda":
             raise LsegError("attention='triton' runs a CUDA kernel (kernels.attention); use 'auto' off CUDA")
+        if attention == "triton" and precision == "fp32":
+            raise LsegError("attention='triton' multiplies in the activation dtype, TF32 in an fp32 graph; "
+                            "use precision fp16/bf16, or attention 'auto' for fp32")
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
 
