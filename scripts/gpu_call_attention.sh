@@ -115,3 +115,11 @@ if [ "${1:-}" = realize2 ]; then
   timeout 150 python3 scripts/gpu_levers.py --variants base,realize2 --sizes 520 --e2e none \
     --profile base,realize2 --deadline 120 --name realize2_520 2>&1 | noise | tee "$OUT/realize2_520.log" | cut -c1-300
 fi
+# next (`realize_six`, not run yet): realize_reads_threshold=2 beside the defaults at all six sizes, fidelity in the
+# same processes: what making it a default needs (docs/benchmarks.md, seventh session, runs 32-33)
+if [ "${1:-}" = realize_six ]; then
+  for SIZES in "260 390 520" "650 780 910"; do
+    timeout 280 python3 scripts/gpu_levers.py --variants base,realize2 --sizes $SIZES --e2e none --profile none \
+      --deadline 150 --name "realize_six_${SIZES// /_}" 2>&1 | noise | tee "$OUT/realize_six_${SIZES// /_}.log" | cut -c1-300
+  done
+fi
