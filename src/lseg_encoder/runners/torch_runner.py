@@ -13,7 +13,7 @@ from ..model.fuse import placed
 from ..precisions import TORCH_DTYPES
 from .base import Runner
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = tuple(TORCH_DTYPES)  # fp32, fp16, bf16
 _AUTOCAST = {name: TORCH_DTYPES[name] for name in ("fp16", "bf16")}
 
 
