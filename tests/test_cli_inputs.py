@@ -167,3 +167,20 @@ def test_long_library_messages_are_shortened_only_at_a_sentence_end():
     assert first_sentences(RuntimeError(one_sentence), limit=100) == one_sentence  # kept whole, never cut
     assert first_sentences(RuntimeError("short; fine\nmore")) == "short; fine"
     assert first_sentences(RuntimeError("")) == "RuntimeError"
+
+
+@pytest.mark.parametrize("command", [
+    ["features", "--output", "f.npy"], ["segment", "--labels", "a, b", "--output", "s.png"], ["verify"],
+    ["compare", "--backends", "torch"], ["bench"], ["extract", "in", "--out", "o"],
+])
+@pytest.mark.parametrize("device", ["tpu", "meta"])
+def test_a_bad_device_is_a_usage_error_before_loading(tmp_path, monkeypatch, capsys, no_model, command, device):
+    """Every `--device` goes through `commands.common.device_arg` (before: a RuntimeError traceback from
+    torch in `features`, a checked error only in `bench`)."""
+    monkeypatch.chdir(tmp_path)
+    rc = main([*command, "--device", device])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.endswith(f"argument --device: unknown device {device!r}; use cpu, cuda or cuda:N"), last
+    assert files_under(tmp_path) == []

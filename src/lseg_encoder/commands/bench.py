@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_sizes_arg, add_weights_args, backend_list, resolve_weights
+from .common import add_sizes_arg, add_weights_args, backend_list, device_arg, resolve_weights
 
 SEED_SIZES = ("260", "390", "520", "650", "780", "910")
 
@@ -44,7 +44,8 @@ def register(sub) -> None:
     p.add_argument("--backends", type=backend_list, default=None,
                    help="comma-separated backends (default: every backend of the table); "
                    "ones that cannot run here are listed as skipped with the reason")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--mode", choices=("device", "end-to-end", "both"), default="both",
                    help="device-only (input and output on the device), end-to-end (host in, host out) or both")
     p.add_argument("--peak-tflops", type=float, default=None,
@@ -55,20 +56,6 @@ def register(sub) -> None:
                    help="file stem of the outputs (default <backbone>_<device type>_b<batch>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def _check_device(device: str) -> str:
-    import torch
-
-    from ..errors import LsegError
-
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise LsegError(f"bad --device {device!r}; use cpu, cuda or cuda:N") from None
-    if parsed.type not in ("cpu", "cuda"):
-        raise LsegError(f"bad --device {device!r}; use cpu, cuda or cuda:N")
-    return device
 
 
 def run(args) -> int:
@@ -84,7 +71,7 @@ def run(args) -> int:
     from ..weights.checkpoint import load_encoder
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         raise LsegError(f"--peak-tflops must be > 0, got {args.peak_tflops}")
-    device = _check_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")  # --device is checked by its type
     sizes = list(dict.fromkeys(tuple(s) for s in args.sizes))
     known_backbone = args.backbone or (None if args.weights else "clip_vitl16_384")
     if known_backbone:  # refuse bad sizes before loading (or synthesising) a 1.3 GB checkpoint

@@ -22,6 +22,21 @@ def resolve_weights(args) -> str:
     return choose(args.weights, args.backbone, flag="--weights")
 
 
+def device_arg(text: str) -> str:
+    """The argparse type of every `--device` flag: cpu, cuda or cuda:N, checked before any work, so
+    a bad name is a usage line and not a traceback from deep inside a run."""
+    from ..devices import CLI_DEVICE_TYPES, parse_device
+    from ..errors import LsegError
+
+    try:
+        device = parse_device(text)
+    except LsegError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if device.type not in CLI_DEVICE_TYPES:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda or cuda:N")
+    return text
+
+
 def size_type(parse):
     """An argparse type from one of `sizes`' parsers: its message becomes the usage error."""
     def convert(text: str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_sizes_arg, add_weights_args, backend_list, say
+from .common import add_sizes_arg, add_weights_args, backend_list, device_arg, say
 
 
 def register(sub) -> None:
@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--backend", default="torch", choices=list(BACKENDS),
                    help="backend of cross-checkpoint mode (default torch)")
     add_sizes_arg(p, ["384"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu")
     p.add_argument("--out", default="reports/compare", help="output folder (default reports/compare)")
     p.set_defaults(func=run)
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..sizes import parse_size
-from .common import add_size_arg, add_weights_args, size_type
+from .common import add_size_arg, add_weights_args, device_arg, size_type
 
 
 def _parse_scales(text: str) -> list[float]:
@@ -46,7 +46,7 @@ def register(sub) -> None:
     g.add_argument("--fps", type=float, metavar="F", help="about F frames per second")
     g = p.add_argument_group("execution")
     g.add_argument("--backend", help="default: compiled (fp16) on CUDA, torch (fp32) on CPU")
-    g.add_argument("--device", help="default: cuda when available, else cpu")
+    g.add_argument("--device", type=device_arg, help="default: cuda when available, else cpu")
     g.add_argument("--devices", help="all | cuda:0,cuda:1: one process per GPU, one shared queue")
     g.add_argument("--batch", type=int, default=8, help="images (native) or crops per forward call (default 8)")
     g.add_argument("--workers", type=int, default=2, help="decode worker processes (default 2; 0 = in-process)")

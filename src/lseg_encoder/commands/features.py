@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_size_arg, add_weights_args, resolve_weights
+from .common import add_size_arg, add_weights_args, device_arg, resolve_weights
 from .validate import add_max_pixels_arg
 
 
@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--image", help="input image (default: the bundled sample image)")
     add_size_arg(p, "480")
     p.add_argument("--output", required=True, help="output .npy (float32, shape (512, h, w))")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu")
     add_max_pixels_arg(p)
     p.set_defaults(func=run)
 

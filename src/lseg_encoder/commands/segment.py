@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_size_arg, add_weights_args, resolve_weights
+from .common import add_size_arg, add_weights_args, device_arg, resolve_weights
 from .validate import add_max_pixels_arg
 
 
@@ -32,7 +32,7 @@ def add_common_args(p) -> None:
 
     p.add_argument("--backend", default="torch", choices=list(BACKENDS),
                    help="runner that computes the image features (default torch)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu")
     p.add_argument("--output", help="output PNG; a JSON with per-label fractions is written beside it "
                    "(default: reports/<command>/<image name>.png)")
     add_max_pixels_arg(p)

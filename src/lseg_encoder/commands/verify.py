@@ -5,7 +5,7 @@ Exits 1 when a fidelity verdict fails, 2 on bad input; see `lseg_encoder.suites.
 
 from __future__ import annotations
 
-from .common import add_sizes_arg, add_weights_args, backend_list, say
+from .common import add_sizes_arg, add_weights_args, backend_list, device_arg, say
 
 
 def register(sub) -> None:
@@ -14,7 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("verify", help="prove every backend faithful to PyTorch fp32: report.md/json + PNGs")
     add_weights_args(p)
     add_sizes_arg(p, ["384"])
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--backends", type=backend_list, default=None,
                    help="comma-separated; torch (the reference) always runs. Default: every backend, each run or "
                         f"skipped with its reason. Known: {', '.join(BACKENDS)}")

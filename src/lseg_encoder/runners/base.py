@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..configs import EncoderConfig
+from ..devices import parse_device
 from ..errors import InputSizeError, LsegError
 from ..sizes import check_size
 
@@ -76,10 +77,7 @@ class Runner(abc.ABC):
     def __init__(self, config: EncoderConfig, precision: str = "fp32", device: str | torch.device = "cpu"):
         self.config = config
         self.precision = precision
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as exc:  # torch's message lists every device type it knows
-            raise LsegError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
+        self.device = parse_device(device)
         self.is_active = False
 
     @property
