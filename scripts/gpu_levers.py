@@ -69,6 +69,10 @@ VARIANTS = {
     # output in each LayerNorm kernel (run 31's source); realise them after 1 or 2 reads instead
     "realize1": {"inductor": {"realize_reads_threshold": 1}},
     "realize2": {"inductor": {"realize_reads_threshold": 2}},
+    # eighth session: the fused finish kernel with a channel loop (lower registers), alone and with realize2;
+    # every GEMM through cuBLASLt (its own heuristics for the 257-row GEMMs at 260 px)
+    "ff-realize2": {"fused_finish": True, "inductor": {"realize_reads_threshold": 2}},
+    "cublaslt": {"_blas": "cublaslt"},
 }
 T0 = time.perf_counter()
 
@@ -202,7 +206,7 @@ def main() -> None:
     ap.add_argument("--trace", default="", help="profiled variants that also record one forward's kernel sequence")
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--fp16-out", action="store_true", help="also time each cell with fp16 features")
-    ap.add_argument("--finish-tile", default="", help="BLOCK_X,num_warps of kernels/upsample_normalize.py")
+    ap.add_argument("--finish-tile", default="", help="BLOCK_C,BLOCK_X,num_warps of kernels/upsample_normalize.py")
     ap.add_argument("--attention-tile", default="", help="BLOCK_M,BLOCK_N,num_warps,num_stages of kernels/attention.py")
     ap.add_argument("--batch", type=int, default=1, help="images per call (throughput: img/s = batch / device time)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds: start no new variant after this")
@@ -254,7 +258,10 @@ def main() -> None:
         kw = dict(VARIANTS[name])
         precision = kw.pop("precision", "fp16")
         model = flex_attention_copy(enc) if kw.pop("_attention", None) == "flex" else enc
-        row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}}
+        blas = kw.pop("_blas", None)
+        row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}, "blas": blas or "default"}
+        if blas:  # a process-wide switch, read when ATen launches a GEMM (also while a CUDA graph is captured)
+            torch.backends.cuda.preferred_blas_library(blas)
         try:
             runner = CompiledRunner(model, precision, "cuda", **kw).activate()
             for s in sizes:
@@ -291,6 +298,8 @@ def main() -> None:
         except Exception as exc:  # one variant failing must not cost the others
             row["error"] = f"{type(exc).__name__}: {str(exc)[:800]}"
             log(f"{name} FAILED: {row['error']}")
+        if blas:
+            torch.backends.cuda.preferred_blas_library("default")
         torch._dynamo.reset()
         torch.cuda.empty_cache()
         save()

@@ -5,8 +5,8 @@ dividing each pixel by its channel norm. Run as two kernels, the upsampled fp16 
 read back once more in full: at batch 16 x 480 px that is 0.94 GB each way, 1.5 ms of the 28 ms
 forward on the H100 (docs/benchmarks.md, sixth session). Inductor fuses the two only as a looped
 reduction that took 3.2 ms at 910 px. This kernel reads head1 and writes the features once: each
-program takes a few output pixels with all their channels in registers, interpolates in fp32, sums
-the squares over the channels and writes value / norm in the dtype asked for.
+program takes a run of output pixels of one row, interpolates in fp32 a chunk of channels at a time,
+sums their squares, then interpolates the chunks again and writes value / norm in the dtype asked for.
 
 Same maths as `normalize_channels(upsample_x2(head))` (bilinear, align_corners=True, source index
 `dst * (in - 1) / (out - 1)` as PyTorch computes it), except that the upsampled values are not
@@ -38,7 +38,7 @@ def _bilinear(head, c, cmask, y0, y1, ly, x0, x1, lx, xmask, s_c, s_y, s_x):
 @triton.jit
 def _upsample2_normalize_kernel(head, out, C, h, w, H, W, scale_y, scale_x,
                                 sh_b, sh_c, sh_y, sh_x, so_b, so_c, so_y, so_x,
-                                BLOCK_C: tl.constexpr, BLOCK_X: tl.constexpr):
+                                BLOCK_C: tl.constexpr, BLOCK_X: tl.constexpr, STREAM: tl.constexpr):
     row = tl.program_id(0)  # one output row (b, y) ...
     b = row // H
     y = row % H
@@ -52,44 +52,51 @@ def _upsample2_normalize_kernel(head, out, C, h, w, H, W, scale_y, scale_x,
     x0 = fx.to(tl.int32)
     x1 = tl.minimum(x0 + 1, w - 1)
     lx = fx - x0.to(tl.float32)
-    c = tl.arange(0, BLOCK_C)
-    cmask = c < C
-    # every channel of the tile stays in registers: one pass, no loop (a channel loop serialised the
-    # loads, which at 260 px left too few programs to hide their latency)
-    v = _bilinear(head + b * sh_b, c, cmask, y0, y1, ly, x0, x1, lx, xmask, sh_c, sh_y, sh_x)
-    norm = tl.sqrt(tl.sum(v * v, axis=0))
-    feat = v / norm[None, :]
-    dst = out + b * so_b + y * so_y + xs[None, :] * so_x + c[:, None] * so_c
-    tl.store(dst, feat.to(out.dtype.element_ty), mask=cmask[:, None] & xmask[None, :])
+    src = head + b * sh_b
+    dst = out + b * so_b + y * so_y + xs[None, :] * so_x
+    # two passes over channel chunks: the squares first, then the values again, divided and stored.
+    # Interpolating twice re-reads head1 (an eighth of the bytes written, mostly from L2) where holding
+    # all channels of a tile in registers spilled them (run 15: 1.7 TB/s at batch 16).
+    sumsq = tl.zeros([BLOCK_X], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        v = _bilinear(src, c, c < C, y0, y1, ly, x0, x1, lx, xmask, sh_c, sh_y, sh_x)
+        sumsq += tl.sum(v * v, axis=0)
+    norm = tl.sqrt(sumsq)[None, :]
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        v = _bilinear(src, c, cmask, y0, y1, ly, x0, x1, lx, xmask, sh_c, sh_y, sh_x)
+        tl.store(dst + c[:, None] * so_c, (v / norm).to(out.dtype.element_ty),
+                 mask=cmask[:, None] & xmask[None, :], cache_modifier=".cs" if STREAM else "")
 
 
 def _align_corners_scale(src: int, dst: int) -> float:
     return (src - 1) / (dst - 1) if dst > 1 else 0.0
 
 
-# (BLOCK_X, num_warps): output pixels per program and its warps; every program holds all channels.
-# (64, 16) was the fastest of six tiles on the H100 for the channels-last head1 that Inductor's
-# trunk returns (run 15, scripts/gpu_finish_kernel.py); an NCHW head1 is 5-7x slower at every tile.
-TILE = (64, 16)
-MAX_CHANNELS = 1024  # the whole channel vector of BLOCK_X pixels lives in registers
+# (BLOCK_C, BLOCK_X, num_warps): channels per chunk, output pixels per program and its warps.
+# Picked on the H100 for the channels-last head1 that Inductor's trunk returns
+# (scripts/gpu_finish_kernel.py); an NCHW head1 is several times slower at every tile.
+TILE = (64, 64, 4)
 
 
 def upsample2_normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32, *,
-                        tile: tuple[int, int] | None = None) -> torch.Tensor:
+                        tile: tuple[int, int, int] | None = None, streaming: bool = True) -> torch.Tensor:
     """(B, C, h, w) head1 in any float dtype and layout -> (B, C, 2h, 2w) unit features in `dtype`,
     contiguous NCHW, in memory the caller owns. `tile` overrides `TILE` (fixed, not autotuned: a
-    tuning pass would run inside the timed warm-up)."""
+    tuning pass would run inside the timed warm-up). `streaming` marks the stores evict-first
+    (`.cs`): the features are written once and not read here, head1 is what L2 should keep."""
     if head.dim() != 4:
         raise ValueError(f"expected a (B, C, h, w) map, got shape {tuple(head.shape)}")
     b, c, h, w = head.shape
-    if c > MAX_CHANNELS:
-        raise ValueError(f"{c} channels: the kernel holds at most {MAX_CHANNELS} per pixel")
-    block_x, num_warps = tile or TILE
+    block_c, block_x, num_warps = tile or TILE
     big_h, big_w = 2 * h, 2 * w
     out = torch.empty((b, c, big_h, big_w), dtype=dtype, device=head.device)
     grid = (b * big_h, triton.cdiv(big_w, block_x))
     _upsample2_normalize_kernel[grid](head, out, c, h, w, big_h, big_w,
                                       _align_corners_scale(h, big_h), _align_corners_scale(w, big_w),
-                                      *head.stride(), *out.stride(), BLOCK_C=triton.next_power_of_2(c),
-                                      BLOCK_X=block_x, num_warps=num_warps)
+                                      *head.stride(), *out.stride(), BLOCK_C=block_c,
+                                      BLOCK_X=block_x, STREAM=streaming,
+                                      num_warps=num_warps)
     return out
