@@ -127,6 +127,26 @@ def test_compiled_runner_defaults_split_the_finish_on_cuda_only():
     assert CompiledRunner(enc, "fp32", "cpu").patch_gemm is True
 
 
+def test_compiled_runner_fuses_the_finish_and_realises_residuals_for_fp16_on_cuda_only():
+    """The eighth session's defaults (measured on the H100 in fp16): the fused finish kernel and
+    Inductor's realize_reads_threshold 2; a caller's Inductor settings go on top, not instead."""
+    from lseg_encoder.runners.compiled_runner import CompiledRunner
+
+    enc = build_encoder("tiny")
+    fast = CompiledRunner(enc, "fp16", "cuda")  # constructing needs no GPU
+    assert fast.fused_finish is True and fast.inductor == {"realize_reads_threshold": 2}
+    assert CompiledRunner(enc, "bf16", "cuda").fused_finish is True
+    for other in (CompiledRunner(enc, "fp32", "cuda"), CompiledRunner(enc, "fp32", "cpu"),
+                  CompiledRunner(enc, "fp16", "cuda", finish_in_graph=True),
+                  CompiledRunner(enc, "fp16", "cuda", late_upsample=False)):
+        assert other.fused_finish is False
+    assert CompiledRunner(enc, "fp32", "cuda").inductor == {} and CompiledRunner(enc, "fp32", "cpu").inductor == {}
+    mixed = CompiledRunner(enc, "fp16", "cuda", inductor={"coordinate_descent_tuning": True})
+    assert mixed.inductor == {"realize_reads_threshold": 2, "coordinate_descent_tuning": True}
+    assert CompiledRunner(enc, "fp16", "cuda", inductor={"realize_reads_threshold": 4}).inductor == {
+        "realize_reads_threshold": 4}
+
+
 def test_compiled_runner_with_the_finish_outside_the_graph_returns_owned_features():
     from lseg_encoder.runners.compiled_runner import CompiledRunner
 

@@ -21,8 +21,12 @@ faster at 260-910 px, batch 16 at 480 px 27.9 vs 28.6 ms). `readout_gemm` runs t
 and transposed convs as GEMMs on the tokens (`model.readout_gemm`; on by default: 0.7-1.9 % faster at
 260-910 px, batch 16 at 480 px 27.86 vs 28.24 ms). `fused_finish` ends the graph before the last x2
 upsample and writes the features with one Triton kernel that upsamples and normalises
-(`kernels.upsample_normalize`; off: within the spread of two calls at every size measured,
-docs/benchmarks.md sixth session). `attention="triton"` runs the ViT's attention on the hand-written
+(`kernels.upsample_normalize`), and Inductor's `realize_reads_threshold` of 2 stores the ViT's residual
+sums after every block instead of re-reading up to five branch outputs in each LayerNorm: both on by
+default for fp16/bf16 on CUDA since the eighth session (`fast_finish_default`, `INDUCTOR_DEFAULTS`;
+together 0.6-2.5 % faster at 260-780 px and batch 16 on the H100, fidelity passing at all six sizes).
+AOTI packages keep Inductor's own threshold (graph revision 7, the one C++ was measured with).
+`attention="triton"` runs the ViT's attention on the hand-written
 kernel of `kernels.attention` (`model.kernel_attention`): no permute, no SDPA memset; the default for
 fp16/bf16 on CUDA (`attention_default`; 0.3-7.4 % faster at 260-910 px on the H100, seventh session).
 """
@@ -50,6 +54,16 @@ ATTENTION = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBack
              "efficient": SDPBackend.EFFICIENT_ATTENTION, "triton": None}
 
 
+# Inductor settings of the fp16/bf16 CUDA graphs, under any the caller passes (docs/benchmarks.md, eighth session)
+INDUCTOR_DEFAULTS = {"realize_reads_threshold": 2}
+
+
+def fast_finish_default(precision: str, device, split: bool, late_upsample: bool) -> bool:
+    """The fused upsample + normalisation kernel where it runs (CUDA, the finish outside the CUDA graph,
+    the late upsample) and was measured: fp16/bf16."""
+    return device.type == "cuda" and split and late_upsample and precision in ("fp16", "bf16")
+
+
 def attention_default(precision: str, device) -> str:
     """"triton" where `model.kernel_attention.kernel_attention_default` says so, else PyTorch's SDPA."""
     return "triton" if kernel_attention_default(precision, device) else "auto"
@@ -62,7 +76,7 @@ class CompiledRunner(TorchRunner):
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str | None = None,
                  channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
                  late_upsample: bool = True, finish_in_graph: bool | None = None, patch_gemm: bool = True,
-                 readout_gemm: bool = True, fused_finish: bool = False):
+                 readout_gemm: bool = True, fused_finish: bool | None = None):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention is not None and attention not in ATTENTION:
@@ -78,12 +92,15 @@ class CompiledRunner(TorchRunner):
         self.attention = attention = attention_default(precision, self.device) if attention is None else attention
         self.channels_last = channels_last
         self.gelu_epilogue = gelu_epilogue_default(precision, self.device) if gelu_epilogue is None else gelu_epilogue
-        self.inductor = dict(inductor or {})
+        low = self.device.type == "cuda" and precision in ("fp16", "bf16")
+        self.inductor = {**(INDUCTOR_DEFAULTS if low else {}), **(inductor or {})}
         self.late_upsample = late_upsample
         self.patch_gemm = patch_gemm
         self.readout_gemm = readout_gemm
         # off the GPU there are no CUDA graphs to keep the output out of: one graph, one compile
         self.finish_in_graph = self.device.type != "cuda" if finish_in_graph is None else finish_in_graph
+        if fused_finish is None:
+            fused_finish = fast_finish_default(precision, self.device, self._split, late_upsample)
         if fused_finish and not (self.device.type == "cuda" and self._split and late_upsample):
             raise LsegError("fused_finish needs CUDA, CUDA graphs with the finish outside them "
                             "(finish_in_graph=False) and late_upsample")
