@@ -24,7 +24,8 @@ upsample and writes the features with one Triton kernel that upsamples and norma
 (`kernels.upsample_normalize`), and Inductor's `realize_reads_threshold` of 2 stores the ViT's residual
 sums after every block instead of re-reading up to five branch outputs in each LayerNorm: both on by
 default for fp16/bf16 on CUDA since the eighth session (`fast_finish_default`, `INDUCTOR_DEFAULTS`;
-together 0.6-2.5 % faster at 260-780 px and batch 16 on the H100, fidelity passing at all six sizes).
+together 0.6-2.5 % faster at 260-780 px and 2.2-2.3 % at batch 16 x 480 on the H100, fidelity passing
+at all six sizes).
 AOTI packages keep Inductor's own threshold (graph revision 7, the one C++ was measured with).
 `attention="triton"` runs the ViT's attention on the hand-written
 kernel of `kernels.attention` (`model.kernel_attention`): no permute, no SDPA memset; the default for
