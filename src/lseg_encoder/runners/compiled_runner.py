@@ -25,9 +25,8 @@ upsample and writes the features with one Triton kernel that upsamples and norma
 sums after every block instead of re-reading up to five branch outputs in each LayerNorm: both on by
 default for fp16/bf16 on CUDA since the eighth session (`fast_finish_default`, `INDUCTOR_DEFAULTS`;
 together 0.6-2.5 % faster at 260-780 px and 2.2-2.3 % at batch 16 x 480 on the H100, fidelity passing
-at all six sizes).
-AOTI packages keep Inductor's own threshold (graph revision 7, the one C++ was measured with).
-`attention="triton"` runs the ViT's attention on the hand-written
+at all six sizes). AOTI packages keep Inductor's own threshold (graph revision 7, the one C++ was
+measured with). `attention="triton"` runs the ViT's attention on the hand-written
 kernel of `kernels.attention` (`model.kernel_attention`): no permute, no SDPA memset; the default for
 fp16/bf16 on CUDA (`attention_default`; 0.3-7.4 % faster at 260-910 px on the H100, seventh session).
 """
@@ -59,10 +58,15 @@ ATTENTION = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBack
 INDUCTOR_DEFAULTS = {"realize_reads_threshold": 2}
 
 
+def _half_on_cuda(precision: str, device) -> bool:
+    """Where the eighth session's defaults were measured (fp16 on the H100; bf16 shares the graph)."""
+    return device.type == "cuda" and precision in ("fp16", "bf16")
+
+
 def fast_finish_default(precision: str, device, split: bool, late_upsample: bool) -> bool:
     """The fused upsample + normalisation kernel where it runs (CUDA, the finish outside the CUDA graph,
-    the late upsample) and was measured: fp16/bf16."""
-    return device.type == "cuda" and split and late_upsample and precision in ("fp16", "bf16")
+    the late upsample) and was measured."""
+    return _half_on_cuda(precision, device) and split and late_upsample
 
 
 def attention_default(precision: str, device) -> str:
@@ -93,8 +97,7 @@ class CompiledRunner(TorchRunner):
         self.attention = attention = attention_default(precision, self.device) if attention is None else attention
         self.channels_last = channels_last
         self.gelu_epilogue = gelu_epilogue_default(precision, self.device) if gelu_epilogue is None else gelu_epilogue
-        low = self.device.type == "cuda" and precision in ("fp16", "bf16")
-        self.inductor = {**(INDUCTOR_DEFAULTS if low else {}), **(inductor or {})}
+        self.inductor = {**(INDUCTOR_DEFAULTS if _half_on_cuda(precision, self.device) else {}), **(inductor or {})}
         self.late_upsample = late_upsample
         self.patch_gemm = patch_gemm
         self.readout_gemm = readout_gemm
