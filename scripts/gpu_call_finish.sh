@@ -33,14 +33,6 @@ if [ "${1:-}" = confirm ]; then
   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -k upsample 2>&1 | tail -3
   exit 0
 fi
-# `stages` (run 37): the kernel's loads software-pipelined over the channel chunks (tl.range num_stages) at
-#   several tiles against the default, channels-last head1 only; the kernel's tests natively
-if [ "${1:-}" = stages ]; then
-  timeout 150 python3 scripts/gpu_finish_kernel.py --layouts channels_last --skip-nhwc 2>&1 | noise \
-    | tee "$OUT/finish_stages.log" | cut -c1-400
-  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -k upsample 2>&1 | tail -3
-  exit 0
-fi
 if [ "${1:-}" = sweep ]; then
   timeout 170 python3 scripts/gpu_finish_kernel.py 2>&1 | noise | tee "$OUT/finish_kernel.log" | cut -c1-400
   TILE=$(python3 -c "

@@ -25,11 +25,9 @@ from lseg_encoder.model.late_upsample import upsample_x2
 
 SHAPES = {"260": (1, 512, 64, 64), "520": (1, 512, 128, 128), "910": (1, 512, 224, 224),
           "b16@480": (16, 512, 120, 120)}
-# (channel chunk, pixels, warps, load pipeline stages); the default first. Run 34 swept unpipelined tiles
-# ((16-64) x (32-128) x 4/8 warps); ptxas (Triton 3.9, sm_90a) gives 58-72 registers a thread for the
-# pipelined (32, 64, *) ones against 128 for the default, with asynchronous copies for the loads
-TILES = [(64, 64, 4, 1), (64, 64, 4, 2), (64, 64, 4, 3), (32, 64, 4, 2), (32, 64, 4, 3), (32, 64, 8, 3),
-         (32, 128, 4, 3), (16, 64, 4, 3)]
+# (channel chunk, pixels, warps): ptxas gives 48-80 registers a thread for these (no spills), 121-128 for
+# the (64, 128, 8) / (64, 64, 4) end, so they span occupancy as well as tile shape (run 34)
+TILES = [(32, 64, 4), (64, 64, 4), (16, 64, 4), (32, 32, 4), (32, 64, 8), (64, 64, 8), (16, 128, 4), (64, 128, 8)]
 
 
 def median_ms(fn, reps: int = 50) -> float:

@@ -38,8 +38,7 @@ def _bilinear(head, c, cmask, y0, y1, ly, x0, x1, lx, xmask, s_c, s_y, s_x):
 @triton.jit
 def _upsample2_normalize_kernel(head, out, C, h, w, H, W, scale_y, scale_x,
                                 sh_b, sh_c, sh_y, sh_x, so_b, so_c, so_y, so_x,
-                                BLOCK_C: tl.constexpr, BLOCK_X: tl.constexpr, STAGES: tl.constexpr,
-                                STREAM: tl.constexpr):
+                                BLOCK_C: tl.constexpr, BLOCK_X: tl.constexpr, STREAM: tl.constexpr):
     row = tl.program_id(0)  # one output row (b, y) ...
     b = row // H
     y = row % H
@@ -58,15 +57,13 @@ def _upsample2_normalize_kernel(head, out, C, h, w, H, W, scale_y, scale_x,
     # two passes over channel chunks: the squares first, then the values again, divided and stored.
     # Interpolating twice re-reads head1 (an eighth of the bytes written, mostly from L2); holding all
     # channels of a tile in registers instead ran at 1.7 TB/s at batch 16 (run 15), this at 2.0 (run 34).
-    # STAGES > 1 software-pipelines the chunks' loads (asynchronous copies into shared memory): Nsight
-    # Compute found half the stall cycles waiting on them (run 34).
     sumsq = tl.zeros([BLOCK_X], dtype=tl.float32)
-    for c0 in tl.range(0, C, BLOCK_C, num_stages=STAGES):
+    for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         v = _bilinear(src, c, c < C, y0, y1, ly, x0, x1, lx, xmask, sh_c, sh_y, sh_x)
         sumsq += tl.sum(v * v, axis=0)
     norm = tl.sqrt(sumsq)[None, :]
-    for c0 in tl.range(0, C, BLOCK_C, num_stages=STAGES):
+    for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         cmask = c < C
         v = _bilinear(src, c, cmask, y0, y1, ly, x0, x1, lx, xmask, sh_c, sh_y, sh_x)
@@ -78,17 +75,16 @@ def _align_corners_scale(src: int, dst: int) -> float:
     return (src - 1) / (dst - 1) if dst > 1 else 0.0
 
 
-# (BLOCK_C, BLOCK_X, num_warps, STAGES): channels per chunk, output pixels per program, its warps and
-# the depth of the loads' pipeline over the chunks (1: none). The
+# (BLOCK_C, BLOCK_X, num_warps): channels per chunk, output pixels per program and its warps. The
 # fastest of eight tiles summed over 260/520/910 px and batch 16 on the H100 (run 34,
 # scripts/gpu_finish_kernel.py), for the channels-last head1 that Inductor's trunk returns: 1.07 ms
 # at batch 16 x 480 (fp32 features, 2.0 TB/s) against 1.48 ms for Inductor's two kernels. An NCHW
 # head1 is 6-17x slower than a channels-last one (its x gathers do not vectorise).
-TILE = (64, 64, 4, 1)
+TILE = (64, 64, 4)
 
 
 def upsample2_normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32, *,
-                        tile: tuple[int, int, int, int] | None = None, streaming: bool = True) -> torch.Tensor:
+                        tile: tuple[int, int, int] | None = None, streaming: bool = True) -> torch.Tensor:
     """(B, C, h, w) head1 in any float dtype and layout -> (B, C, 2h, 2w) unit features in `dtype`,
     contiguous NCHW, in memory the caller owns. `tile` overrides `TILE` (fixed, not autotuned: a
     tuning pass would run inside the timed warm-up). `streaming` marks the stores evict-first
@@ -96,13 +92,13 @@ def upsample2_normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32, 
     if head.dim() != 4:
         raise ValueError(f"expected a (B, C, h, w) map, got shape {tuple(head.shape)}")
     b, c, h, w = head.shape
-    block_c, block_x, num_warps, stages = tile or TILE
+    block_c, block_x, num_warps = tile or TILE
     big_h, big_w = 2 * h, 2 * w
     out = torch.empty((b, c, big_h, big_w), dtype=dtype, device=head.device)
     grid = (b * big_h, triton.cdiv(big_w, block_x))
     _upsample2_normalize_kernel[grid](head, out, c, h, w, big_h, big_w,
                                       _align_corners_scale(h, big_h), _align_corners_scale(w, big_w),
                                       *head.stride(), *out.stride(), BLOCK_C=block_c,
-                                      BLOCK_X=block_x, STAGES=stages, STREAM=streaming,
+                                      BLOCK_X=block_x, STREAM=streaming,
                                       num_warps=num_warps)
     return out
