@@ -63,10 +63,15 @@ def _half_on_cuda(precision: str, device) -> bool:
     return device.type == "cuda" and precision in ("fp16", "bf16")
 
 
+def fused_finish_runs(device, split: bool, late_upsample: bool) -> bool:
+    """Where the fused upsample + normalisation kernel can run: CUDA, the finish outside the CUDA graph,
+    the last upsample deferred to it (which needs the late upsample)."""
+    return device.type == "cuda" and split and late_upsample
+
+
 def fast_finish_default(precision: str, device, split: bool, late_upsample: bool) -> bool:
-    """The fused upsample + normalisation kernel where it runs (CUDA, the finish outside the CUDA graph,
-    the late upsample) and was measured."""
-    return _half_on_cuda(precision, device) and split and late_upsample
+    """The fused finish where it runs and was measured."""
+    return _half_on_cuda(precision, device) and fused_finish_runs(device, split, late_upsample)
 
 
 def attention_default(precision: str, device) -> str:
@@ -105,7 +110,7 @@ class CompiledRunner(TorchRunner):
         self.finish_in_graph = self.device.type != "cuda" if finish_in_graph is None else finish_in_graph
         if fused_finish is None:
             fused_finish = fast_finish_default(precision, self.device, self._split, late_upsample)
-        if fused_finish and not (self.device.type == "cuda" and self._split and late_upsample):
+        if fused_finish and not fused_finish_runs(self.device, self._split, late_upsample):
             raise LsegError("fused_finish needs CUDA, CUDA graphs with the finish outside them "
                             "(finish_in_graph=False) and late_upsample")
         self.fused_finish = fused_finish
