@@ -10,6 +10,19 @@
 #   the defaults / fused finish / realize_reads_threshold 2 / both, and cuBLASLt for every GEMM at 260 px
 set -u
 . "$(dirname "$0")/gpu_env.sh"
+fastest_tile() {  # of finish_kernel.json: the lowest sum of time over Inductor's across the channels-last shapes
+  # (the layout the trunk returns; NCHW rows time one tile only), evict-first stores (the kernel's default)
+  python3 - "$OUT/finish_kernel.json" <<'PY'
+import json, collections, sys
+rows = [r for r in json.load(open(sys.argv[1]))['rows'] if r['layout'] == 'channels_last']
+total = collections.Counter()
+for r in rows:
+    for k, v in r.items():
+        if k.startswith('triton') and k.endswith('_ms') and 'cached' not in k:
+            total[k] += v / r['inductor_ms']  # relative, so that every shape counts alike
+print(min(total, key=total.get).split('_')[1].replace('x', ','))
+PY
+}
 # `six`: the fused finish (tile 64,64,4) with realize_reads_threshold 2 beside the defaults at all six sizes,
 #   fidelity in the same processes (realize2 alone third, if the deadline leaves time)
 if [ "${1:-}" = six ]; then
@@ -35,15 +48,7 @@ if [ "${1:-}" = confirm ]; then
 fi
 if [ "${1:-}" = sweep ]; then
   timeout 170 python3 scripts/gpu_finish_kernel.py 2>&1 | noise | tee "$OUT/finish_kernel.log" | cut -c1-400
-  TILE=$(python3 -c "
-import json, collections
-rows = [r for r in json.load(open('$OUT/finish_kernel.json'))['rows'] if r['layout'] == 'channels_last']
-total = collections.Counter()
-for r in rows:
-    for k, v in r.items():
-        if k.startswith('triton') and k.endswith('_ms') and 'cached' not in k:
-            total[k] += v / r['inductor_ms']  # relative, so that every shape counts alike
-print(min(total, key=total.get).split('_')[1].replace('x', ','))")
+  TILE=$(fastest_tile)
   echo "tile: $TILE"
   timeout 280 python3 scripts/gpu_levers.py --variants base,fused-finish,realize2,ff-realize2 --sizes 480 --batch 16 \
     --fp16-out --e2e none --profile base,fused-finish,realize2,ff-realize2 --deadline 200 --finish-tile "$TILE" \
@@ -63,15 +68,7 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py 2>&1 
 TILE=""
 if [ "${1:-}" = tile ]; then
   timeout 150 python3 scripts/gpu_finish_kernel.py 2>&1 | noise | tee "$OUT/finish_kernel.log"
-  TILE=$(python3 -c "
-import json, collections
-rows = json.load(open('$OUT/finish_kernel.json'))['rows']
-total = collections.Counter()
-for r in rows:
-    for k, v in r.items():
-        if k.startswith('triton') and k.endswith('_ms'):
-            total[k] += v / r['inductor_ms']  # relative, so that every shape counts alike
-print(min(total, key=total.get).split('_')[1].replace('x', ','))")
+  TILE=$(fastest_tile)
   echo "tile: $TILE"
 fi
 timeout 300 python3 scripts/gpu_levers.py --variants base,fused-finish --sizes 260 520 910 --e2e none \
