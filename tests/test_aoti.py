@@ -196,3 +196,30 @@ def test_a_load_that_kills_the_child_becomes_one_clear_reason(tmp_path):
     # a load that hangs is a reason too, not a TimeoutExpired traceback
     hang = load_crash_reason(pkg, 3, code="import time; time.sleep(60)", timeout=1)
     assert hang and "did not finish in 1 s" in hang
+
+
+def test_cuda_fp16_packages_compile_the_compiled_runners_graph(tiny_encoder):
+    """Graph revision 8: an fp16 CUDA package holds the compiled runner's kernels (attention, the fused
+    upsample + normalisation) and is compiled with its Inductor settings; CPU and fp32 packages are
+    not. Checked on the module tree and the settings (exporting for CUDA needs a GPU)."""
+    from lseg_encoder.export.aoti import ContiguousOutput, package_inductor_configs, packaged_model
+    from lseg_encoder.model.fused_finish import FusedFinish
+    from lseg_encoder.model.kernel_attention import KernelAttention
+
+    cuda16 = packaged_model(tiny_encoder, "fp16", "cuda", torch.float16)
+    assert isinstance(cuda16, FusedFinish) and cuda16.dtype == torch.float16 and cuda16.model.deferred_upsample
+    assert any(isinstance(m, KernelAttention) for m in cuda16.modules())
+    cpu16 = packaged_model(tiny_encoder, "fp16", "cpu", torch.float32)
+    assert isinstance(cpu16, ContiguousOutput) and not cpu16.model.deferred_upsample
+    assert not any(isinstance(m, KernelAttention) for m in cpu16.modules())
+    assert isinstance(packaged_model(tiny_encoder, "fp32", "cuda", torch.float32), ContiguousOutput)
+
+    def spec(precision, device):
+        return AOTIPackageSpec(backbone="tiny", input_shape=(1, 3, *SIZE), output_shape=(1, 512, 32, 48),
+                               precision=precision, device=device, mean=(0.5,) * 3, std=(0.5,) * 3,
+                               synthetic=True, output_dtype="float32")
+
+    assert package_inductor_configs(spec("fp16", "cuda"))["realize_reads_threshold"] == 2
+    for precision, device in (("fp16", "cpu"), ("fp32", "cuda")):
+        configs = package_inductor_configs(spec(precision, device))
+        assert list(configs) == ["aot_inductor.metadata"], (precision, device)

@@ -15,7 +15,7 @@ import torch
 
 CHECK = textwrap.dedent("""
     import torch, torch.nn.functional as F
-    from lseg_encoder.kernels.upsample_normalize import upsample2_normalize
+    from lseg_encoder.kernels.upsample_normalize import upsample2_normalize, upsample2_normalize_op
     from lseg_encoder.model.encoder import normalize_channels
     device = {device!r}
     torch.manual_seed(0)
@@ -35,6 +35,8 @@ CHECK = textwrap.dedent("""
             assert got.dtype == out_dtype and got.shape == (b, c, 2 * h, 2 * w) and got.is_contiguous()
             err = (got.float() - want).abs().max().item()
             assert err <= atol, (b, c, h, w, dtype, out_dtype, err)
+            # the op that exported graphs call launches the same kernel
+            assert torch.equal(upsample2_normalize_op(head, out_dtype, tile=tile), got), (b, c, h, w, out_dtype)
     print("ok")
 """)
 
@@ -85,6 +87,27 @@ def test_deferred_upsample_then_finish_is_the_same_forward_in_fp32():
         torch.testing.assert_close(deferred.finish(head), whole(x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="needs late_upsample"):
         LowPrecisionEncoder(enc, torch.float32, defer_upsample=True)
+
+
+def test_fused_finish_exports_as_one_op_writing_contiguous_features():
+    """What an AOTI package compiles (graph revision 8): the trunk, then `lseg::upsample2_normalize`
+    writing NCHW-contiguous features in the dtype asked for. Exported on the CPU: the kernel itself
+    is checked above (export traces it with fake tensors, which Triton's interpreter cannot run)."""
+    from lseg_encoder.model import build_encoder
+    from lseg_encoder.model.fuse import LowPrecisionEncoder
+    from lseg_encoder.model.fused_finish import FusedFinish
+
+    enc = build_encoder("tiny").eval()
+    model = FusedFinish(LowPrecisionEncoder(enc, torch.float32, late_upsample=True, defer_upsample=True),
+                        torch.float16).eval()
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.zeros(1, 3, 64, 96),), strict=False)
+    calls = [n for n in program.graph.nodes if n.op == "call_function"]
+    assert str(calls[-1].target) == "lseg.upsample2_normalize.default"
+    out = [n for n in program.graph.nodes if n.op == "output"][0].args[0][0].meta["val"]
+    assert out.shape == (1, 512, 32, 48) and out.dtype == torch.float16 and out.is_contiguous()
+    with pytest.raises(ValueError, match="defer_upsample=True"):
+        FusedFinish(LowPrecisionEncoder(enc, torch.float32, late_upsample=True))
 
 
 def test_fused_finish_is_refused_where_it_cannot_run():

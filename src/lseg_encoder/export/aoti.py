@@ -10,7 +10,10 @@ Input and output are always float32 (normalised image in, unit-norm features out
 precision, so every caller passes the same tensors. fp16 packages hold fp16 weights and compute in
 fp16, with the final channel normalisation in fp32 (`model.fuse.LowPrecisionEncoder`, the same fp16 graph
 with fp32 islands that the ONNX exporter and the compiled runner use, rather than autocast: the
-exported graph then states every dtype and the package stores fp16 weights).
+exported graph then states every dtype and the package stores fp16 weights). fp16 packages for CUDA
+are the compiled runner's graph since revision 8: its Triton kernels (attention, the fused
+upsample + normalisation of `model.fused_finish`) and its Inductor settings
+(`inductor_settings.inductor_defaults`).
 
 Inductor generates code for the CPU ISA (or GPU compute capability) of the machine that compiles,
 so a package is tied to that kind of machine; the runner checks this from the metadata before
@@ -32,8 +35,10 @@ from torch import nn
 
 from ..configs import EncoderConfig
 from ..errors import BackendUnavailable, LsegError
+from ..inductor_settings import inductor_defaults
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, placed
+from ..model.fused_finish import FusedFinish, fused_finish_default
 from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
 from ..model.kernel_attention import kernel_attention_default, use_kernel_attention
 from ..sizes import check_size
@@ -42,7 +47,7 @@ from .metadata import OUTPUT_DTYPES, AOTIPackageSpec
 
 PRECISIONS = ("fp32", "fp16")
 DEVICES = ("cpu", "cuda")
-GRAPH_REVISION = "7"  # bump when the exported graph changes, so cached packages are rebuilt
+GRAPH_REVISION = "8"  # bump when the exported graph changes, so cached packages are rebuilt
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,30 @@ def _stderr(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def packaged_model(model: LSegEncoder, precision: str, device: str, dtype: torch.dtype) -> nn.Module:
+    """The module a package compiles from `model` (already on `device`; a new module, `model` is not
+    changed): fp32 as it is; fp16 as the compiled runner's graph, so that C++ and Python run the same
+    kernels. Output: NCHW-contiguous unit features in `dtype`."""
+    if precision == "fp16":
+        # the decoder rewrite, the epilogue, the kernels: the same graph as the compiled runner's
+        fused = fused_finish_default(precision, device)
+        model = LowPrecisionEncoder(model, torch.float16, late_upsample=True, patch_gemm=True,
+                                    readout_gemm=True, defer_upsample=fused).eval()
+        if gelu_epilogue_default(precision, device):
+            use_gelu_epilogue(model)
+        if kernel_attention_default(precision, device):
+            use_kernel_attention(model)  # the Triton kernel goes into the package (a `triton_op`)
+        if fused:  # writes NCHW-contiguous features in `dtype` itself (another `triton_op`)
+            return FusedFinish(model, dtype).eval()
+    return ContiguousOutput(model, dtype).eval()
+
+
+def package_inductor_configs(spec: AOTIPackageSpec) -> dict:
+    """AOTInductor's settings for a package: its metadata strings, and the Inductor settings the
+    compiled runner uses for the same precision and device."""
+    return {"aot_inductor.metadata": spec.to_metadata(), **inductor_defaults(spec.precision, spec.device)}
+
+
 def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, precision: str = "fp32",
                    device: str = "cpu", output_dtype: str = "float32") -> torch.export.ExportedProgram:
     """`torch.export` of the encoder (fp32 or `LowPrecisionEncoder` fp16) at one static input shape."""
@@ -100,16 +129,7 @@ def export_encoder(encoder: LSegEncoder, size: tuple[int, int], batch: int = 1, 
         raise LsegError(f"batch must be >= 1, got {batch}")
     height, width = size
     check_size(encoder.config, height, width)
-    model = placed(encoder, device, torch.float32)  # a copy when it must move: the caller's stays put
-    if precision == "fp16":
-        # the decoder rewrite and the epilogue: the same graph as the compiled runner's
-        model = LowPrecisionEncoder(model, torch.float16, late_upsample=True, patch_gemm=True,
-                                    readout_gemm=True).eval()
-        if gelu_epilogue_default(precision, device):
-            use_gelu_epilogue(model)
-        if kernel_attention_default(precision, device):
-            use_kernel_attention(model)  # the Triton kernel goes into the package (a `triton_op`)
-    model = ContiguousOutput(model, getattr(torch, output_dtype)).eval()
+    model = packaged_model(placed(encoder, device, torch.float32), precision, device, getattr(torch, output_dtype))
     example = torch.zeros(batch, 3, height, width, device=device)
     with torch.no_grad():
         return torch.export.export(model, (example,), strict=False)
@@ -152,7 +172,7 @@ def package_aoti(encoder: LSegEncoder, output: str | os.PathLike, size: tuple[in
         with torch.no_grad():
             torch._inductor.aoti_compile_and_package(
                 program, package_path=str(tmp_path),
-                inductor_configs={"aot_inductor.metadata": spec.to_metadata()},
+                inductor_configs=package_inductor_configs(spec),
             )
         compile_s = time.perf_counter() - t0
     result = AOTIPackageResult(output, spec, export_s, compile_s)

@@ -83,22 +83,45 @@ def _align_corners_scale(src: int, dst: int) -> float:
 TILE = (64, 64, 4)
 
 
+def _launch(kernel, head: torch.Tensor, dtype: torch.dtype, tile: tuple[int, int, int],
+            streaming: bool) -> torch.Tensor:
+    if head.dim() != 4:
+        raise ValueError(f"expected a (B, C, h, w) map, got shape {tuple(head.shape)}")
+    b, c, h, w = head.shape
+    block_c, block_x, num_warps = tile
+    big_h, big_w = 2 * h, 2 * w
+    out = torch.empty((b, c, big_h, big_w), dtype=dtype, device=head.device)
+    grid = (b * big_h, triton.cdiv(big_w, block_x))
+    kernel[grid](head, out, c, h, w, big_h, big_w,
+                 _align_corners_scale(h, big_h), _align_corners_scale(w, big_w),
+                 *head.stride(), *out.stride(), BLOCK_C=block_c, BLOCK_X=block_x, STREAM=streaming,
+                 num_warps=num_warps)
+    return out
+
+
 def upsample2_normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32, *,
                         tile: tuple[int, int, int] | None = None, streaming: bool = True) -> torch.Tensor:
     """(B, C, h, w) head1 in any float dtype and layout -> (B, C, 2h, 2w) unit features in `dtype`,
     contiguous NCHW, in memory the caller owns. `tile` overrides `TILE` (fixed, not autotuned: a
     tuning pass would run inside the timed warm-up). `streaming` marks the stores evict-first
-    (`.cs`): the features are written once and not read here, head1 is what L2 should keep."""
-    if head.dim() != 4:
-        raise ValueError(f"expected a (B, C, h, w) map, got shape {tuple(head.shape)}")
-    b, c, h, w = head.shape
-    block_c, block_x, num_warps = tile or TILE
-    big_h, big_w = 2 * h, 2 * w
-    out = torch.empty((b, c, big_h, big_w), dtype=dtype, device=head.device)
-    grid = (b * big_h, triton.cdiv(big_w, block_x))
-    _upsample2_normalize_kernel[grid](head, out, c, h, w, big_h, big_w,
-                                      _align_corners_scale(h, big_h), _align_corners_scale(w, big_w),
-                                      *head.stride(), *out.stride(), BLOCK_C=block_c,
-                                      BLOCK_X=block_x, STREAM=streaming,
-                                      num_warps=num_warps)
-    return out
+    (`.cs`): the features are written once and not read here, head1 is what L2 should keep.
+
+    A plain launch, for eager callers (the compiled runner's finish after its CUDA graph): no
+    dispatcher in front of it. Graphs that must contain the kernel call `upsample2_normalize_op`."""
+    return _launch(_upsample2_normalize_kernel, head, dtype, tile or TILE, streaming)
+
+
+# `triton_op`: torch.export records it as one node and AOTInductor compiles the kernel into the
+# package (graph revision 8), so the C++ runner writes the features with the same kernel as Python.
+@torch.library.triton_op("lseg::upsample2_normalize", mutates_args=())
+def _upsample2_normalize_op(head: torch.Tensor, dtype: torch.dtype, block_c: int, block_x: int,
+                            num_warps: int, streaming: bool) -> torch.Tensor:
+    return _launch(torch.library.wrap_triton(_upsample2_normalize_kernel), head, dtype,
+                   (block_c, block_x, num_warps), streaming)
+
+
+def upsample2_normalize_op(head: torch.Tensor, dtype: torch.dtype = torch.float32, *,
+                           tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """`upsample2_normalize` as the op `lseg::upsample2_normalize` (evict-first stores), for graphs
+    that torch.export or Inductor compile."""
+    return _upsample2_normalize_op(head, dtype, *(tile or TILE), True)

@@ -23,12 +23,13 @@ and transposed convs as GEMMs on the tokens (`model.readout_gemm`; on by default
 upsample and writes the features with one Triton kernel that upsamples and normalises
 (`kernels.upsample_normalize`), and Inductor's `realize_reads_threshold` of 2 stores the ViT's residual
 sums after every block instead of re-reading up to five branch outputs in each LayerNorm: both on by
-default for fp16/bf16 on CUDA since the eighth session (`fast_finish_default`, `INDUCTOR_DEFAULTS`;
-together 0.6-2.5 % faster at 260-780 px and 2.2-2.3 % at batch 16 x 480 on the H100, fidelity passing
-at all six sizes). AOTI packages keep Inductor's own threshold (graph revision 7, the one C++ was
-measured with). `attention="triton"` runs the ViT's attention on the hand-written
-kernel of `kernels.attention` (`model.kernel_attention`): no permute, no SDPA memset; the default for
-fp16/bf16 on CUDA (`attention_default`; 0.3-7.4 % faster at 260-910 px on the H100, seventh session).
+default for fp16/bf16 on CUDA since the eighth session (`fast_finish_default`,
+`inductor_settings.inductor_defaults`; together 0.6-2.5 % faster at 260-780 px and 2.2-2.3 % at batch
+16 x 480 on the H100, fidelity passing at all six sizes). fp16 AOTI packages for CUDA compile the same
+graph since graph revision 8 (`model.fused_finish.FusedFinish`). `attention="triton"` runs the ViT's
+attention on the hand-written kernel of `kernels.attention` (`model.kernel_attention`): no permute,
+no SDPA memset; the default for fp16/bf16 on CUDA (`attention_default`; 0.3-7.4 % faster at 260-910 px
+on the H100, seventh session).
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..errors import LsegError
+from ..inductor_settings import inductor_defaults
 from ..model import LSegEncoder
 from ..model.fuse import LowPrecisionEncoder, fold_batchnorm
+from ..model.fused_finish import fused_finish_default
 from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
 from ..model.kernel_attention import kernel_attention_default, use_kernel_attention
 from ..precisions import TORCH_DTYPES
@@ -54,15 +57,6 @@ ATTENTION = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBack
              "efficient": SDPBackend.EFFICIENT_ATTENTION, "triton": None}
 
 
-# Inductor settings of the fp16/bf16 CUDA graphs, under any the caller passes (docs/benchmarks.md, eighth session)
-INDUCTOR_DEFAULTS = {"realize_reads_threshold": 2}
-
-
-def _half_on_cuda(precision: str, device) -> bool:
-    """Where the eighth session's defaults were measured (fp16 on the H100; bf16 shares the graph)."""
-    return device.type == "cuda" and precision in ("fp16", "bf16")
-
-
 def fused_finish_runs(device, split: bool, late_upsample: bool) -> bool:
     """Where the fused upsample + normalisation kernel can run: CUDA, the finish outside the CUDA graph,
     the last upsample deferred to it (which needs the late upsample)."""
@@ -71,7 +65,7 @@ def fused_finish_runs(device, split: bool, late_upsample: bool) -> bool:
 
 def fast_finish_default(precision: str, device, split: bool, late_upsample: bool) -> bool:
     """The fused finish where it runs and was measured."""
-    return _half_on_cuda(precision, device) and fused_finish_runs(device, split, late_upsample)
+    return fused_finish_default(precision, device) and fused_finish_runs(device, split, late_upsample)
 
 
 def attention_default(precision: str, device) -> str:
@@ -102,7 +96,7 @@ class CompiledRunner(TorchRunner):
         self.attention = attention = attention_default(precision, self.device) if attention is None else attention
         self.channels_last = channels_last
         self.gelu_epilogue = gelu_epilogue_default(precision, self.device) if gelu_epilogue is None else gelu_epilogue
-        self.inductor = {**(INDUCTOR_DEFAULTS if _half_on_cuda(precision, self.device) else {}), **(inductor or {})}
+        self.inductor = {**inductor_defaults(precision, self.device), **(inductor or {})}  # the caller's on top
         self.late_upsample = late_upsample
         self.patch_gemm = patch_gemm
         self.readout_gemm = readout_gemm
