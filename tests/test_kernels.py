@@ -110,6 +110,28 @@ def test_fused_finish_exports_as_one_op_writing_contiguous_features():
         FusedFinish(LowPrecisionEncoder(enc, torch.float32, late_upsample=True))
 
 
+def test_finish_kernel_compiles_for_the_h100_with_inductors_argument_types():
+    """Inside an AOTI package Inductor launches the kernel with its float arguments typed fp64 (a
+    Python float), where Triton's own launcher passes fp32: the interpolation must stay fp32 either
+    way (the ninth session's first H100 packaging failed here: a loop-carried sum turned fp64).
+    Compiled for compute capability 9.0 on this machine, no GPU needed."""
+    triton = pytest.importorskip("triton", reason="triton is not installed: the kernel's compile is not checked here")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from lseg_encoder.kernels.upsample_normalize import TILE, _upsample2_normalize_kernel
+
+    ints = ("C", "h", "w", "H", "W", "sh_b", "sh_c", "sh_y", "sh_x", "so_b", "so_c", "so_y", "so_x")
+    for scale in ("fp32", "fp64"):
+        signature = {"head": "*fp16", "out": "*fp16", **dict.fromkeys(ints, "i32"), "scale_y": scale,
+                     "scale_x": scale, "BLOCK_C": "constexpr", "BLOCK_X": "constexpr", "STREAM": "constexpr"}
+        source = ASTSource(_upsample2_normalize_kernel, signature=signature,
+                           constexprs={"BLOCK_C": TILE[0], "BLOCK_X": TILE[1], "STREAM": True})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": TILE[2]})
+        f64 = [line for line in compiled.asm["ttgir"].splitlines() if "f64" in line and "tt.func" not in line]
+        assert all("arith.truncf" in line for line in f64), (scale, f64)  # the scales only, cast on entry
+
+
 def test_fused_finish_is_refused_where_it_cannot_run():
     from lseg_encoder.errors import LsegError
     from lseg_encoder.model import build_encoder

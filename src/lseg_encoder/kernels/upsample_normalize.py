@@ -44,11 +44,13 @@ def _upsample2_normalize_kernel(head, out, C, h, w, H, W, scale_y, scale_x,
     y = row % H
     xs = tl.program_id(1) * BLOCK_X + tl.arange(0, BLOCK_X)  # ... and BLOCK_X of its pixels, all channels
     xmask = xs < W
-    fy = y.to(tl.float32) * scale_y
+    # the scales in fp32 whatever their argument type: Triton's launcher passes a Python float as fp32,
+    # Inductor's (in AOTI packages) as fp64, which would make every interpolated value fp64
+    fy = y.to(tl.float32) * tl.cast(scale_y, tl.float32)
     y0 = fy.to(tl.int32)  # floor: the source index is never negative
     y1 = tl.minimum(y0 + 1, h - 1)
     ly = fy - y0.to(tl.float32)
-    fx = xs.to(tl.float32) * scale_x
+    fx = xs.to(tl.float32) * tl.cast(scale_x, tl.float32)
     x0 = fx.to(tl.int32)
     x1 = tl.minimum(x0 + 1, w - 1)
     lx = fx - x0.to(tl.float32)
