@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
 # Issue 13, ninth session (2026-11-26), H100 calls:
 #   cpp - is `bash scripts/gpu_call_final.sh cpp` (C++ vs Python, now with graph-revision-8 packages)
-#   b16 - batch 16 x 480 px, A-B-A in one call: the defaults; cuDNN timing its conv algorithms while the
-#         graph records (cudnn-bench); no cuBLAS / cuBLASLt workspace (a process-wide environment
-#         setting, so a process of its own between two processes of the defaults); fp16 features
-#         timed beside fp32 in every cell; one forward's kernel sequence of the defaults
+#   b16 - batch 16 x 480 px: the defaults, cuDNN timing its conv algorithms while the graph records
+#         (cudnn-bench), the defaults again (A-B-A in one process); then no cuBLAS / cuBLASLt workspace
+#         (a process-wide environment setting, so a process of its own); fp16 features timed beside
+#         fp32 in every cell; one forward's kernel sequence of the defaults
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-b16}" in
 b16)
   B16="--sizes 480 --batch 16 --iterations 100 --fp16-out --e2e none"
-  timeout 230 python3 scripts/gpu_levers.py --variants base,cudnn-bench,base~2,cudnn-bench~2 $B16 \
-    --profile base --trace base --deadline 170 --name b16_cudnn 2>&1 | noise | tee "$OUT/b16_cudnn.log"
+  timeout 220 python3 scripts/gpu_levers.py --variants base,cudnn-bench,base~2 $B16 \
+    --profile base --trace base --deadline 150 --name b16_cudnn 2>&1 | noise | tee "$OUT/b16_cudnn.log"
   CUBLAS_WORKSPACE_CONFIG=:0:0 CUBLASLT_WORKSPACE_SIZE=0 timeout 130 python3 scripts/gpu_levers.py \
     --variants base,base~2 $B16 --profile base --deadline 80 --name b16_noworkspace 2>&1 | noise \
     | tee "$OUT/b16_noworkspace.log"
-  timeout 130 python3 scripts/gpu_levers.py --variants base,base~2 $B16 --profile none --deadline 80 \
-    --name b16_defaults_after 2>&1 | noise | tee "$OUT/b16_defaults_after.log"
   ;;
 esac

@@ -123,8 +123,10 @@ class AOTIBackend : public Backend {
       throw UserError(path + ": the package targets device '" + device_key + "'; lseg_cpp runs cpu and cuda");
     }
     try {
+      // lseg_cpp calls the model from one thread; single-threaded, the container records no "run
+      // finished" event, so a CUDA package can be captured into more than one graph (cuda_graph.cpp)
       loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
-          path, "model", /*run_single_threaded=*/false, /*num_runners=*/1,
+          path, "model", /*run_single_threaded=*/true, /*num_runners=*/1,
           device_.is_cuda() ? device_.index() : c10::DeviceIndex(-1));
     } catch (const std::exception& exc) {
       throw UserError(path + ": cannot load the AOTInductor package: " + first_line(exc.what()));

@@ -39,8 +39,10 @@ class CudaSession {
 
 // Allocates the static input (device), pinned host buffers and a side stream; with `graph`, runs
 // `call` eagerly twice on that stream (loads kernels and constants, sizes the workspaces), then
-// captures one call (and the cast to `out_dtype`) into a CUDA graph with its own memory pool.
-// Throws UserError when the capture fails, naming --no-cuda-graph.
+// captures one call (and the cast to `out_dtype`) into a CUDA graph with its own memory pool; the
+// first stream_ms_per_frame captures a second one, so that two frames have two static outputs.
+// `call` must be repeatable under capture (a single-threaded AOTI loader). Throws UserError when a
+// capture fails, naming --no-cuda-graph.
 std::unique_ptr<CudaSession> make_cuda_session(c10::Device device, const std::vector<int64_t>& input_shape,
                                                const std::vector<int64_t>& output_shape, at::ScalarType out_dtype,
                                                bool graph, ModelCall call);
