@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from .precisions import half_on_cuda
+
 _HALF_CUDA = {"realize_reads_threshold": 2}
 
 
 def inductor_defaults(precision: str, device: str | torch.device) -> dict:
     """The settings measured for `precision` on `device` (a new dict; empty where none were)."""
-    if precision in ("fp16", "bf16") and torch.device(device).type == "cuda":
-        return dict(_HALF_CUDA)
-    return {}
+    return dict(_HALF_CUDA) if half_on_cuda(precision, device) else {}

@@ -15,3 +15,10 @@ def torch_dtype(name: str) -> torch.dtype:
 def dtype_name(name: str) -> str:
     """"fp16" -> "float16": the spelling of package metadata and numpy."""
     return str(TORCH_DTYPES[name]).removeprefix("torch.")
+
+
+def half_on_cuda(precision: str, device: str | torch.device) -> bool:
+    """fp16 or bf16 on a CUDA device: where issue 13's fast-path levers were measured (fp16 on the H100;
+    bf16 shares the graph). Each lever's default reads this and says in its own docstring why."""
+    return precision in ("fp16", "bf16") and torch.device(device).type == "cuda"
+

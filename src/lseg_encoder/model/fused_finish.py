@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..precisions import half_on_cuda
 from .fuse import LowPrecisionEncoder
 
 
@@ -19,7 +20,7 @@ def fused_finish_default(precision: str, device: str | torch.device) -> bool:
     """fp16/bf16 on CUDA, where the kernel was measured (docs/benchmarks.md, eighth session: 0.6-2.5 %
     of the forward at 260-780 px and 2.2 % at batch 16 x 480 on the H100, with the Inductor settings
     of `lseg_encoder.inductor_settings`). fp32 keeps Inductor's two kernels, CPUs have no Triton."""
-    return precision in ("fp16", "bf16") and torch.device(device).type == "cuda"
+    return half_on_cuda(precision, device)
 
 
 class FusedFinish(nn.Module):

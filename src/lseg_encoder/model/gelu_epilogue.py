@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..precisions import half_on_cuda
 from .swap import swap_children
 from .vit import Mlp
 
@@ -46,4 +47,4 @@ def gelu_epilogue_default(precision: str, device: str | torch.device) -> bool:
     packages alike, so C++ and Python run the same graph): on the H100 it cut 2-4 % of the forward
     at 260-910 px and kept the fp16 row of the tolerance table (docs/benchmarks.md, 2026-11-25).
     Elsewhere it buys nothing: CPUs run the exact GELU inside the same op anyway."""
-    return precision in ("fp16", "bf16") and torch.device(device).type == "cuda"
+    return half_on_cuda(precision, device)

@@ -23,7 +23,7 @@ and transposed convs as GEMMs on the tokens (`model.readout_gemm`; on by default
 upsample and writes the features with one Triton kernel that upsamples and normalises
 (`kernels.upsample_normalize`), and Inductor's `realize_reads_threshold` of 2 stores the ViT's residual
 sums after every block instead of re-reading up to five branch outputs in each LayerNorm: both on by
-default for fp16/bf16 on CUDA since the eighth session (`fast_finish_default`,
+default for fp16/bf16 on CUDA since the eighth session (`model.fused_finish.fused_finish_default`,
 `inductor_settings.inductor_defaults`; together 0.6-2.5 % faster at 260-780 px and 2.2-2.3 % at batch
 16 x 480 on the H100, fidelity passing at all six sizes). fp16 AOTI packages for CUDA compile the same
 graph since graph revision 8 (`model.fused_finish.FusedFinish`). `attention="triton"` runs the ViT's
@@ -63,11 +63,6 @@ def fused_finish_runs(device, split: bool, late_upsample: bool) -> bool:
     return device.type == "cuda" and split and late_upsample
 
 
-def fast_finish_default(precision: str, device, split: bool, late_upsample: bool) -> bool:
-    """The fused finish where it runs and was measured."""
-    return fused_finish_default(precision, device) and fused_finish_runs(device, split, late_upsample)
-
-
 def attention_default(precision: str, device) -> str:
     """"triton" where `model.kernel_attention.kernel_attention_default` says so, else PyTorch's SDPA."""
     return "triton" if kernel_attention_default(precision, device) else "auto"
@@ -103,7 +98,9 @@ class CompiledRunner(TorchRunner):
         # off the GPU there are no CUDA graphs to keep the output out of: one graph, one compile
         self.finish_in_graph = self.device.type != "cuda" if finish_in_graph is None else finish_in_graph
         if fused_finish is None:
-            fused_finish = fast_finish_default(precision, self.device, self._split, late_upsample)
+            # where it was measured and where it runs
+            fused_finish = fused_finish_default(precision, self.device) and fused_finish_runs(
+                self.device, self._split, late_upsample)
         if fused_finish and not fused_finish_runs(self.device, self._split, late_upsample):
             raise LsegError("fused_finish needs CUDA, CUDA graphs with the finish outside them "
                             "(finish_in_graph=False) and late_upsample")
