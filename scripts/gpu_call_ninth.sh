@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue 13, ninth session (2026-11-26), H100 calls:
-#   cpp - is `bash scripts/gpu_call_final.sh cpp` (C++ vs Python, now with graph-revision-8 packages)
+#   cpp - runs 38-40: `bash scripts/gpu_call_final.sh cpp` (C++ vs Python, graph-revision-8 packages)
 #   b16 - batch 16 x 480 px: the defaults, cuDNN timing its conv algorithms while the graph records
 #         (cudnn-bench), the defaults again (A-B-A in one process); then no cuBLAS / cuBLASLt workspace
 #         (a process-wide environment setting, so a process of its own); fp16 features timed beside
 #         fp32 in every cell; one forward's kernel sequence of the defaults
 set -u
+if [ "${1:-b16}" = cpp ]; then exec bash "$(dirname "$0")/gpu_call_final.sh" cpp; fi
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-b16}" in
 b16)
@@ -16,4 +17,5 @@ b16)
     --variants base,base~2 $B16 --profile base --deadline 80 --name b16_noworkspace 2>&1 | noise \
     | tee "$OUT/b16_noworkspace.log"
   ;;
+*) echo "usage: $0 [b16|cpp]" >&2; exit 2 ;;
 esac
