@@ -7,7 +7,10 @@ compiled path replays graphs, so launch overhead is not part of either; cuDNN's 
 timed with CUDA events: median of 30 replays / 20. Every tile is checked against fp32 attention
 before it is timed. Writes attention_tiles.json: per shape, cuDNN, every tile, and the best tile.
 
-    PYTHONPATH=src python3 scripts/gpu_attention_kernel.py [--tiles 128,64,8,3 ...]
+    PYTHONPATH=src python3 scripts/gpu_attention_kernel.py [--tiles 128,64,8,3 ...] [--kernels shipped tma]
+
+`--kernels tma` also times `scripts/attention_tma.py` (the same kernel with TMA descriptor loads and
+stores, ninth session, not yet run on a GPU) at every tile, beside the shipped kernel in the same process.
 
 Run 24 timed a lazy-rescale version of the kernel (since removed) with `--lazy both`.
 """
@@ -25,6 +28,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lseg_encoder.kernels.attention import attention_from_qkv
+
+KERNELS = {"shipped": attention_from_qkv}  # name: (qkv, heads, tile=) -> (B, N, C)
 
 HEADS, HEAD_DIM = 16, 64
 SHAPES = {f"{s}": (1, (s // 16) ** 2 + 1) for s in (260, 390, 520, 650, 780, 910)} | {"b16@480": (16, 901)}
@@ -68,8 +73,13 @@ def graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", nargs="*", default=[], help="BLOCK_M,BLOCK_N,warps,stages (default: the sweep)")
+    ap.add_argument("--kernels", nargs="+", default=["shipped"], choices=["shipped", "tma"])
     ap.add_argument("--deadline", type=float, default=240)
     args = ap.parse_args()
+    if "tma" in args.kernels:
+        from attention_tma import tma_attention_from_qkv  # scripts/ is on sys.path when this runs as a script
+
+        KERNELS["tma"] = tma_attention_from_qkv
     tiles = [tuple(int(v) for v in t.split(",")) for t in args.tiles] or TILES
     out = Path(os.environ.get("OUT", "out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -89,21 +99,23 @@ def main() -> None:
         print(f"{label:8s} B={b:2d} N={n:5d} cudnn {ms * 1e3:8.2f} us {flop / ms / 1e9:6.1f} TFLOP/s err {err:.2e}",
               flush=True)
         for tile in tiles:
-            if time.perf_counter() - t0 > args.deadline:
-                break
-            key = ",".join(map(str, tile))
-            try:
-                got = attention_from_qkv(qkv, HEADS, tile=tile)
-                err = (got.float() - want).abs().max().item()
-                if err > 1e-2:
-                    raise AssertionError(f"max error {err:.3e} against fp32 attention")
-                ms = graph_ms(lambda x=qkv, t=tile: attention_from_qkv(x, HEADS, tile=t))
-                row["tiles"][key] = {"ms": ms, "tflops": flop / ms / 1e9, "max_err": err}
-                print(f"{'':8s} tile {key:19s} {ms * 1e3:8.2f} us {flop / ms / 1e9:6.1f} TFLOP/s err {err:.2e} "
-                      f"({row['cudnn']['ms'] / ms:.2f}x cudnn)", flush=True)
-            except Exception as exc:  # a tile that does not fit (shared memory, registers) is recorded
-                row["tiles"][key] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-                print(f"{'':8s} tile {key:19s} FAILED {row['tiles'][key]['error'][:160]}", flush=True)
+            for kernel in args.kernels:
+                if time.perf_counter() - t0 > args.deadline:
+                    break
+                fn = KERNELS[kernel]
+                key = ",".join(map(str, tile)) if kernel == "shipped" else f"{kernel}:" + ",".join(map(str, tile))
+                try:
+                    got = fn(qkv, HEADS, tile=tile)
+                    err = (got.float() - want).abs().max().item()
+                    if err > 1e-2:
+                        raise AssertionError(f"max error {err:.3e} against fp32 attention")
+                    ms = graph_ms(lambda x=qkv, t=tile, f=fn: f(x, HEADS, tile=t))
+                    row["tiles"][key] = {"ms": ms, "tflops": flop / ms / 1e9, "max_err": err}
+                    print(f"{'':8s} tile {key:23s} {ms * 1e3:8.2f} us {flop / ms / 1e9:6.1f} TFLOP/s err {err:.2e} "
+                          f"({row['cudnn']['ms'] / ms:.2f}x cudnn)", flush=True)
+                except Exception as exc:  # a tile that does not fit (shared memory, registers) is recorded
+                    row["tiles"][key] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                    print(f"{'':8s} tile {key:23s} FAILED {row['tiles'][key]['error'][:160]}", flush=True)
         timed = {k: v for k, v in row["tiles"].items() if "ms" in v}
         if timed:
             best = min(timed, key=lambda k: timed[k]["ms"])

@@ -5,6 +5,8 @@
 #         (cudnn-bench), the defaults again (A-B-A in one process); then no cuBLAS / cuBLASLt workspace
 #         (a process-wide environment setting, so a process of its own); fp16 features timed beside
 #         fp32 in every cell; one forward's kernel sequence of the defaults
+#   attention-tma - not yet run: scripts/attention_tma.py (the attention kernel with TMA descriptor
+#         loads and stores) beside the shipped kernel and cuDNN, seven tiles, every shape of run 22
 set -u
 if [ "${1:-b16}" = cpp ]; then exec bash "$(dirname "$0")/gpu_call_final.sh" cpp; fi
 . "$(dirname "$0")/gpu_env.sh"
@@ -17,5 +19,10 @@ b16)
     --variants base,base~2 $B16 --profile base --deadline 80 --name b16_noworkspace 2>&1 | noise \
     | tee "$OUT/b16_noworkspace.log"
   ;;
-*) echo "usage: $0 [b16|cpp]" >&2; exit 2 ;;
+attention-tma)
+  timeout 420 python3 scripts/gpu_attention_kernel.py --kernels shipped tma --deadline 360 \
+    --tiles 64,64,4,3 64,64,4,4 64,128,4,3 128,64,4,3 128,64,8,3 128,64,8,4 128,128,8,3 2>&1 | noise \
+    | tee "$OUT/attention_tma.log"
+  ;;
+*) echo "usage: $0 [b16|cpp|attention-tma]" >&2; exit 2 ;;
 esac
