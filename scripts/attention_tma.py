@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-LOG2E = 1.4426950408889634
+from lseg_encoder.kernels.attention import LOG2E, online_softmax_step
 
 
 @triton.jit
@@ -40,12 +40,7 @@ def _tma_block(q, kv_desc, m_i, l_i, acc, b, start, k_col, v_col, n_tokens, qk_s
     if MASKED:  # rows past N were zero-filled; their scores must not count
         keep = start + tl.arange(0, BLOCK_N) < n_tokens
         qk = tl.where(keep[None, :], qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    p = tl.math.exp2(qk - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-    return m_new, l_i, acc
+    return online_softmax_step(qk, v, m_i, l_i, acc)
 
 
 @triton.jit

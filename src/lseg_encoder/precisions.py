@@ -21,4 +21,3 @@ def half_on_cuda(precision: str, device: str | torch.device) -> bool:
     """fp16 or bf16 on a CUDA device: where issue 13's fast-path levers were measured (fp16 on the H100;
     bf16 shares the graph). Each lever's default reads this and says in its own docstring why."""
     return precision in ("fp16", "bf16") and torch.device(device).type == "cuda"
-

@@ -44,6 +44,13 @@ def _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, q
     qk = tl.dot(q, tl.trans(k)) * qk_scale  # log2 domain: exp2 below (qk_scale is fp32, see the kernel)
     if MASKED:
         qk = tl.where(keep[None, :], qk, float("-inf"))
+    return online_softmax_step(qk, v, m_i, l_i, acc)
+
+
+@triton.jit
+def online_softmax_step(qk, v, m_i, l_i, acc):
+    """Scores of one key block (log2 domain) and its values -> the running max, denominator and
+    accumulator after it. Shared with experiments that load the blocks another way."""
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     p = tl.math.exp2(qk - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
