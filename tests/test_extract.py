@@ -334,3 +334,17 @@ def test_stage_times_keep_the_longest_warmup_of_parallel_devices():
     total.add(StageTimes(compute=2.0, warmup=30.0, warmup_items=16))
     total.add(StageTimes(compute=3.0, warmup=25.0, warmup_items=16))
     assert (total.compute, total.warmup, total.warmup_items) == (5.0, 30.0, 32)
+
+
+def test_devices_names_are_parsed_as_every_device_flag_is(monkeypatch):
+    """`--devices cuda:x` on a CUDA machine is one LsegError line (it was a ValueError from int());
+    the GPU count is faked so that the check runs here."""
+    from lseg_encoder.extract.api import parse_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert parse_devices("cuda:1,cpu") == ["cuda:1", "cpu"]
+    with pytest.raises(LsegError, match=r"unknown device 'cuda:x'; use cpu, cuda or cuda:N"):
+        parse_devices("cuda:x")
+    with pytest.raises(LsegError, match="cuda:2 does not exist"):
+        parse_devices("cuda:2")

@@ -15,4 +15,16 @@ def parse_device(device: str | torch.device) -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError:
-        raise LsegError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        raise _unknown(device) from None
+
+
+def parse_cli_device(device: str) -> torch.device:
+    """A device the command line runs on (cpu, cuda, cuda:N); any other name is the same one line."""
+    parsed = parse_device(device)
+    if parsed.type not in CLI_DEVICE_TYPES:
+        raise _unknown(device)
+    return parsed
+
+
+def _unknown(device) -> LsegError:
+    return LsegError(f"unknown device {device!r}; use cpu, cuda or cuda:N")

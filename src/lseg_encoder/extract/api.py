@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..devices import parse_cli_device
 from ..errors import LsegError
 from .compute import NATIVE, FeatureComputer, JobSpec, recipe_params, validate
 from .inputs import Item, VideoSampling, expand_inputs, parse_shard, select_shard
@@ -53,7 +54,7 @@ def parse_devices(devices) -> list[str] | None:
             if not torch.cuda.is_available():
                 raise LsegError(f"--devices {','.join(names)} needs CUDA, and this machine has none "
                                 "(torch.cuda.is_available() is False)")
-            index = int(name.split(":")[1]) if ":" in name else 0
+            index = parse_cli_device(name).index or 0  # "cuda:x" is one clear line, not a ValueError
             if index >= torch.cuda.device_count():
                 raise LsegError(f"--devices: {name} does not exist ({torch.cuda.device_count()} GPUs here)")
         elif name != "cpu":
