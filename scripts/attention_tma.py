@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from lseg_encoder.kernels.attention import LOG2E, online_softmax_step
+from lseg_encoder.kernels.attention import LOG2E, TILE, check_qkv, online_softmax_step, tail_block
 
 
 @triton.jit
@@ -44,8 +44,9 @@ def _tma_block(q, kv_desc, m_i, l_i, acc, b, start, k_col, v_col, n_tokens, qk_s
 
 
 @triton.jit
-def _tma_attention_kernel(q_desc, kv_desc, o_desc, n_tokens, heads, width, qk_scale,
-                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _tma_attention_kernel(q_desc, kv_desc, tail_desc, o_desc, n_tokens, heads, width, qk_scale,
+                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          TAIL_N: tl.constexpr):
     qk_scale = tl.cast(qk_scale, tl.float32)  # fp32 whatever the launcher passes (see kernels/attention.py)
     block = tl.program_id(0)
     bh = tl.program_id(1)
@@ -61,26 +62,41 @@ def _tma_attention_kernel(q_desc, kv_desc, o_desc, n_tokens, heads, width, qk_sc
     for start in range(0, full, BLOCK_N):
         m_i, l_i, acc = _tma_block(q, kv_desc, m_i, l_i, acc, b, start, width + q_col, 2 * width + q_col,
                                    n_tokens, qk_scale, HEAD_DIM, BLOCK_N, False)
-    if full < n_tokens:
-        m_i, l_i, acc = _tma_block(q, kv_desc, m_i, l_i, acc, b, full, width + q_col, 2 * width + q_col,
-                                   n_tokens, qk_scale, HEAD_DIM, BLOCK_N, True)
+    if full < n_tokens:  # the ragged tail through a descriptor of TAIL_N keys (`attention.tail_block`)
+        m_i, l_i, acc = _tma_block(q, tail_desc, m_i, l_i, acc, b, full, width + q_col, 2 * width + q_col,
+                                   n_tokens, qk_scale, HEAD_DIM, TAIL_N, True)
     acc = acc / l_i[:, None]
     o_desc.store([b, start_m, q_col], acc.to(q.dtype).reshape(1, BLOCK_M, HEAD_DIM))
 
 
-def tma_attention_from_qkv(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
-    """(B, N, 3C) -> (B, N, C), as `kernels.attention.attention_from_qkv`; `tile` is
-    (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> torch.Tensor:
     b, n, three_c = qkv.shape
     width = three_c // 3
     head_dim = width // heads
     block_m, block_n, num_warps, num_stages = tile
+    tail_n = tail_block(n, block_n)
     out = torch.empty((b, n, width), dtype=qkv.dtype, device=qkv.device)
     q_desc = TensorDescriptor.from_tensor(qkv, [1, block_m, head_dim])
     kv_desc = TensorDescriptor.from_tensor(qkv, [1, block_n, head_dim])
+    tail_desc = TensorDescriptor.from_tensor(qkv, [1, tail_n, head_dim])
     o_desc = TensorDescriptor.from_tensor(out, [1, block_m, head_dim])
     grid = (triton.cdiv(n, block_m), b * heads)
-    _tma_attention_kernel[grid](q_desc, kv_desc, o_desc, n, heads, width, head_dim ** -0.5 * LOG2E,
-                                HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-                                num_warps=num_warps, num_stages=num_stages)
+    torch.library.wrap_triton(_tma_attention_kernel)[grid](
+        q_desc, kv_desc, tail_desc, o_desc, n, heads, width, head_dim ** -0.5 * LOG2E, HEAD_DIM=head_dim,
+        BLOCK_M=block_m, BLOCK_N=block_n, TAIL_N=tail_n, num_warps=num_warps, num_stages=num_stages)
     return out
+
+
+# as `lseg::attention`: Inductor compiles it into the graph (its stable-TMA support makes the descriptors)
+@torch.library.triton_op("lseg_experiment::attention_tma", mutates_args=())
+def _tma_attention_op(qkv: torch.Tensor, heads: int, block_m: int, block_n: int, num_warps: int,
+                      num_stages: int) -> torch.Tensor:
+    return _launch(qkv, heads, (block_m, block_n, num_warps, num_stages))
+
+
+def tma_attention_from_qkv(qkv: torch.Tensor, heads: int, *,
+                           tile: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """(B, N, 3C) -> (B, N, C), as `kernels.attention.attention_from_qkv`; `tile` is
+    (BLOCK_M, BLOCK_N, num_warps, num_stages), the shipped kernel's by default."""
+    check_qkv(qkv, heads)
+    return _tma_attention_op(qkv, heads, *(tile or TILE))

@@ -78,8 +78,29 @@ VARIANTS = {
     # ninth session: cuDNN times its convolution algorithms while the bucket compiles and its CUDA graph
     # records (process-wide flag, set for this variant only; the replays keep the recorded picks)
     "cudnn-bench": {"_cudnn_benchmark": True},
+    # tenth session: the attention kernel's ragged key tail in a full masked block (the default before);
+    # the kernel with TMA descriptor loads and stores (scripts/attention_tma.py) in place of the shipped one
+    "wide-tail": {"_narrow_tail": False},
+    "tma-attn": {"_attention_fn": "tma"},
 }
 T0 = time.perf_counter()
+try:
+    from lseg_encoder.kernels.attention import attention_from_qkv as SHIPPED_ATTENTION
+except ImportError:  # no triton: the variants that patch it are not run
+    SHIPPED_ATTENTION = None
+
+
+def kernel_module_patch(narrow_tail: bool, tma: bool) -> None:
+    """What `kernels.attention` launches in the graphs compiled next (read when the graph is traced)."""
+    from lseg_encoder.kernels import attention
+
+    attention.NARROW_TAIL = narrow_tail
+    if tma:
+        from attention_tma import tma_attention_from_qkv  # scripts/ is on sys.path when this runs as a script
+
+        attention.attention_from_qkv = tma_attention_from_qkv
+    else:
+        attention.attention_from_qkv = SHIPPED_ATTENTION
 
 
 def log(msg: str) -> None:
@@ -265,6 +286,7 @@ def main() -> None:
         model = flex_attention_copy(enc) if kw.pop("_attention", None) == "flex" else enc
         blas = kw.pop("_blas", None)
         torch.backends.cudnn.benchmark = kw.pop("_cudnn_benchmark", False)
+        kernel_module_patch(narrow_tail=kw.pop("_narrow_tail", True), tma=kw.pop("_attention_fn", None) == "tma")
         row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}, "blas": blas or "default",
                                            "cudnn_benchmark": torch.backends.cudnn.benchmark,
                                            "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "default")}

@@ -61,7 +61,8 @@ def online_softmax_step(qk, v, m_i, l_i, acc):
 
 @triton.jit
 def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_stride_b, out_stride_n,
-                      qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                      qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      TAIL_N: tl.constexpr):
     # Inductor passes a Python float as fp64 (run 25): in fp64 the whole softmax, and `tl.dot` with an
     # fp64 accumulator fails to compile
     qk_scale = tl.cast(qk_scale, tl.float32)
@@ -84,9 +85,12 @@ def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_
     for start in range(0, full, BLOCK_N):
         m_i, l_i, acc = _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, qk_scale,
                                       BLOCK_N, False)
-    if full < n_tokens:
-        m_i, l_i, acc = _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, full, n_tokens, qk_scale,
-                                      BLOCK_N, True)
+    if full < n_tokens:  # the ragged tail in a block of TAIL_N keys (see `tail_block`)
+        offs_t = tl.arange(0, TAIL_N)
+        kt_ptrs = base + width + offs_t[:, None] * stride_n + offs_d[None, :]
+        vt_ptrs = base + 2 * width + offs_t[:, None] * stride_n + offs_d[None, :]
+        m_i, l_i, acc = _scores_block(q, kt_ptrs, vt_ptrs, m_i, l_i, acc, stride_n, full, n_tokens, qk_scale,
+                                      TAIL_N, True)
     acc = acc / l_i[:, None]
     dst = out + b.to(tl.int64) * out_stride_b + h * HEAD_DIM + offs_m[:, None] * out_stride_n + offs_d[None, :]
     tl.store(dst, acc.to(out.dtype.element_ty), mask=rows[:, None])
@@ -96,6 +100,20 @@ def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_
 # and batch 16 x 901, or within 1.2 % of it (run 22, scripts/gpu_attention_kernel.py, docs/benchmarks.md
 # seventh session); `tile=` overrides it per call.
 TILE = (64, 64, 4, 3)
+# The ragged last key block in a narrower block (`tail_block`); False: a full BLOCK_N block, masked,
+# as before the tenth session (experiments switch it to compare the two in one process).
+NARROW_TAIL = True
+
+
+def tail_block(n_tokens: int, block_n: int) -> int:
+    """Keys in the masked last block: the remainder rounded up to a power of two, at least 16 (the
+    smallest tensor-core step), at most `block_n`. Why: every seed size has (s/16)^2 + 1 tokens, a
+    multiple of 64 plus the class token, so a full tail block is 63/64 padding (15 % of the key work
+    at 260 px, 5 % at 480 px's 901 tokens), and 16 keys cost a quarter of it."""
+    rest = n_tokens % block_n
+    if not NARROW_TAIL or rest == 0:
+        return block_n
+    return min(block_n, max(16, triton.next_power_of_2(rest)))
 
 
 def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> torch.Tensor:
@@ -108,7 +126,7 @@ def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> t
     torch.library.wrap_triton(_attention_kernel)[grid](
         qkv, out, n, heads, width, qkv.stride(0), qkv.stride(1), out.stride(0), out.stride(1),
         head_dim ** -0.5 * LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-        num_warps=num_warps, num_stages=num_stages)
+        TAIL_N=tail_block(n, block_n), num_warps=num_warps, num_stages=num_stages)
     return out
 
 
