@@ -223,3 +223,19 @@ def test_cuda_fp16_packages_compile_the_compiled_runners_graph(tiny_encoder):
     for precision, device in (("fp16", "cpu"), ("fp32", "cuda")):
         configs = package_inductor_configs(spec(precision, device))
         assert list(configs) == ["aot_inductor.metadata"], (precision, device)
+
+
+def test_package_cache_key_covers_the_kernels_and_inductor_settings(monkeypatch):
+    """Cached packages are keyed by this digest: a changed Triton kernel (compiled into CUDA
+    packages) or Inductor setting must rebuild them, not only a changed model file."""
+    from pathlib import Path
+
+    from lseg_encoder.export.aoti import model_code_digest
+
+    before = model_code_digest()
+    read = Path.read_bytes
+    for name in ("attention.py", "inductor_settings.py", "vit.py"):
+        monkeypatch.setattr(Path, "read_bytes", lambda p, n=name: read(p) + (b"#" if p.name == n else b""))
+        assert model_code_digest() != before, name
+    monkeypatch.setattr(Path, "read_bytes", read)
+    assert model_code_digest() == before

@@ -47,7 +47,7 @@ from .metadata import OUTPUT_DTYPES, AOTIPackageSpec
 
 PRECISIONS = ("fp32", "fp16")
 DEVICES = ("cpu", "cuda")
-GRAPH_REVISION = "8"  # bump when the exported graph changes, so cached packages are rebuilt
+GRAPH_REVISION = "9"  # bump when the exported graph changes, so cached packages are rebuilt (9: narrow key tail)
 
 
 @dataclass(frozen=True)
@@ -182,9 +182,12 @@ def package_aoti(encoder: LSegEncoder, output: str | os.PathLike, size: tuple[in
 
 
 def model_code_digest() -> str:
-    """The model's source (and this module's): a changed forward must not reuse a stale package."""
+    """The model's source, the Triton kernels packages compile in, the Inductor settings and this
+    module: a changed forward or kernel must not reuse a stale package."""
     h = hashlib.sha256()
     package = Path(__file__).resolve().parent.parent
-    for path in sorted([*(package / "model").glob("*.py"), Path(__file__).resolve()]):
+    sources = [*(package / "model").glob("*.py"), *(package / "kernels").glob("*.py"),
+               package / "inductor_settings.py", Path(__file__).resolve()]
+    for path in sorted(sources):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
