@@ -9,9 +9,8 @@ before it is timed. Writes attention_tiles.json: per shape, cuDNN, every tile, a
 
     PYTHONPATH=src python3 scripts/gpu_attention_kernel.py [--tiles 128,64,8,3 ...] [--kernels shipped tma]
 
-`--kernels wide` also times the shipped kernel with full masked last blocks (before the tenth
-session's narrow tails, `kernels.attention.tail_block`), `keys` with the narrow key tail only;
-`--kernels tma` also times
+`--kernels wide` also times the shipped kernel with a full masked tail block (before the tenth
+session's narrow tail, `kernels.attention.tail_block`); `--kernels tma` also times
 `scripts/attention_tma.py` (the same kernel with TMA descriptor loads and stores, ninth session) at
 every tile, beside the shipped kernel in the same process.
 
@@ -49,16 +48,13 @@ def sdpa_from_qkv(qkv: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c3 // 3)
 
 
-def with_tails(*tails: str):
-    """The shipped kernel with only `tails` narrow (`kernels.attention.NARROW_TAILS`; none: a full masked
-    last block on both sides, as before the tenth session)."""
-    def run(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
-        shipped, attention.NARROW_TAILS = attention.NARROW_TAILS, tails
-        try:
-            return attention_from_qkv(qkv, heads, tile=tile)
-        finally:
-            attention.NARROW_TAILS = shipped
-    return run
+def wide_tail(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
+    """The shipped kernel with its ragged key tail in a full masked block, as before the tenth session."""
+    attention.NARROW_TAIL = False
+    try:
+        return attention_from_qkv(qkv, heads, tile=tile)
+    finally:
+        attention.NARROW_TAIL = True
 
 
 def graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
@@ -89,15 +85,15 @@ def graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", nargs="*", default=[], help="BLOCK_M,BLOCK_N,warps,stages (default: the sweep)")
-    ap.add_argument("--kernels", nargs="+", default=["shipped"], choices=["shipped", "keys", "wide", "tma"])
+    ap.add_argument("--kernels", nargs="+", default=["shipped"], choices=["shipped", "wide", "tma"])
     ap.add_argument("--deadline", type=float, default=240)
     args = ap.parse_args()
     if "tma" in args.kernels:
         from attention_tma import tma_attention_from_qkv  # scripts/ is on sys.path when this runs as a script
 
         KERNELS["tma"] = tma_attention_from_qkv
-    KERNELS["keys"] = with_tails("keys")
-    KERNELS["wide"] = with_tails()
+    if "wide" in args.kernels:
+        KERNELS["wide"] = wide_tail
     tiles = [tuple(int(v) for v in t.split(",")) for t in args.tiles] or TILES
     out = Path(os.environ.get("OUT", "out"))
     out.mkdir(parents=True, exist_ok=True)

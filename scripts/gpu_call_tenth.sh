@@ -4,10 +4,10 @@
 #         "wide" (a full masked tail block, as before) and TMA (scripts/attention_tma.py), three tiles,
 #         every shape of run 22; then batch 16 x 480 px in the model, A-B-A in one process:
 #         defaults, wide tail, TMA kernel, defaults again, with a profile of the defaults and of TMA
-#         (run 42: the defaults then had the narrow key tail only)
-#   tails - the narrow query tail too: the kernel alone (both tails, key tail only, neither) at two
-#         tiles; batch 16 x 480 A-B-A (defaults, key tail only, defaults again); 260 / 520 px
-#         defaults beside key tail only, each with a profile
+#         (run 42)
+#   run 43 (`tails`, at commit fc3b637): a narrow last query block too, a second code path of 16 rows
+#         in the kernel; 1-8 % slower than the key tail alone at every shape (tile 64, 64, 4, 3), so
+#         removed with its mode
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-tail-tma}" in
@@ -19,16 +19,5 @@ tail-tma)
     --iterations 100 --e2e none --profile base,tma-attn --deadline 280 --name b16_tail_tma 2>&1 | noise \
     | tee "$OUT/b16_tail_tma.log"
   ;;
-tails)
-  timeout 100 python3 scripts/gpu_attention_kernel.py --kernels shipped keys wide --deadline 80 \
-    --tiles 64,64,4,3 128,64,8,3 2>&1 | noise | tee "$OUT/attention_tails.log"
-  cp "$OUT/attention_tiles.json" "$OUT/attention_tails.json" 2>/dev/null
-  timeout 220 python3 scripts/gpu_levers.py --variants base,key-tail,base~2 --sizes 480 --batch 16 \
-    --iterations 100 --e2e none --profile base,key-tail --deadline 170 --name b16_tails 2>&1 | noise \
-    | tee "$OUT/b16_tails.log"
-  timeout 200 python3 scripts/gpu_levers.py --variants base,key-tail --sizes 260 520 \
-    --iterations 100 --e2e none --profile base,key-tail --deadline 120 --name tails 2>&1 | noise \
-    | tee "$OUT/tails.log"
-  ;;
-*) echo "usage: $0 [tail-tma|tails]" >&2; exit 2 ;;
+*) echo "usage: $0 [tail-tma]" >&2; exit 2 ;;
 esac

@@ -78,11 +78,10 @@ VARIANTS = {
     # ninth session: cuDNN times its convolution algorithms while the bucket compiles and its CUDA graph
     # records (process-wide flag, set for this variant only; the replays keep the recorded picks)
     "cudnn-bench": {"_cudnn_benchmark": True},
-    # tenth session: the attention kernel's ragged last blocks full and masked (the default before), or
-    # only the key tail narrow (run 42's defaults); the kernel with TMA descriptor loads and stores
-    # (scripts/attention_tma.py) in place of the shipped one (wrong results under torch 2.11's Inductor, run 42)
-    "wide-tail": {"_tails": ()},
-    "key-tail": {"_tails": ("keys",)},
+    # tenth session: the attention kernel's ragged key tail in a full masked block (the default before);
+    # the kernel with TMA descriptor loads and stores (scripts/attention_tma.py) in place of the shipped one
+    # (wrong features under torch 2.11's Inductor, run 42: it fails to read the descriptors' metadata)
+    "wide-tail": {"_narrow_tail": False},
     "tma-attn": {"_attention_fn": "tma"},
 }
 T0 = time.perf_counter()
@@ -92,11 +91,11 @@ except ImportError:  # no triton: the variants that patch it are not run
     SHIPPED_ATTENTION = None
 
 
-def kernel_module_patch(tails: tuple[str, ...], tma: bool) -> None:
+def kernel_module_patch(narrow_tail: bool, tma: bool) -> None:
     """What `kernels.attention` launches in the graphs compiled next (read when the graph is traced)."""
     from lseg_encoder.kernels import attention
 
-    attention.NARROW_TAILS = tails
+    attention.NARROW_TAIL = narrow_tail
     if tma:
         from attention_tma import tma_attention_from_qkv  # scripts/ is on sys.path when this runs as a script
 
@@ -288,7 +287,7 @@ def main() -> None:
         model = flex_attention_copy(enc) if kw.pop("_attention", None) == "flex" else enc
         blas = kw.pop("_blas", None)
         torch.backends.cudnn.benchmark = kw.pop("_cudnn_benchmark", False)
-        kernel_module_patch(tails=kw.pop("_tails", ("keys", "queries")), tma=kw.pop("_attention_fn", None) == "tma")
+        kernel_module_patch(narrow_tail=kw.pop("_narrow_tail", True), tma=kw.pop("_attention_fn", None) == "tma")
         row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}, "blas": blas or "default",
                                            "cudnn_benchmark": torch.backends.cudnn.benchmark,
                                            "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "default")}

@@ -153,7 +153,7 @@ ATTENTION_CHECK = textwrap.dedent("""
     cases = [(1, 17, 2, 16, torch.float32, (16, 16, 4, 2), 2.0), (2, 70, 3, 32, torch.float16, (32, 16, 4, 2), 2.0),
              (1, 64, 2, 64, torch.float32, (32, 32, 4, 2), 2.0), (1, 5, 1, 16, torch.float32, (16, 16, 4, 1), 2.0),
              (1, 100, 2, 16, torch.float32, (16, 16, 4, 1), 8.0), (2, 33, 4, 16, torch.float16, (64, 64, 4, 3), 1.0),
-             # narrower last blocks of keys and queries: 1 left over (as at every seed size), 19 left over
+             # a narrower tail block: 1 key left over (as at every seed size), 19 left over
              (1, 65, 2, 16, torch.float32, (32, 64, 4, 2), 8.0), (2, 83, 2, 32, torch.float16, (64, 64, 4, 3), 4.0)]
     for b, n, heads, d, dtype, tile, scale in cases:
         c = heads * d
@@ -179,19 +179,14 @@ def test_attention_kernel_equals_sdpa():
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
 
 
-def test_attention_tail_block_is_the_remainder_rounded_up(monkeypatch):
+def test_attention_tail_block_is_the_remainder_rounded_up():
     pytest.importorskip("triton", reason="triton is not installed: the kernel module cannot be imported")
     from lseg_encoder.kernels import attention
 
-    # (tokens, block) -> keys or queries in the masked last block: every seed size is 64k + 1 tokens,
-    # 480 px 901
+    # (tokens, BLOCK_N) -> keys in the masked last block: every seed size is 64k + 1 tokens, 480 px 901
     cases = {(257, 64): 16, (3137, 64): 16, (901, 64): 16, (83, 64): 32, (100, 64): 64, (128, 64): 64,
              (129, 128): 16, (65, 128): 128, (33, 16): 16}
-    for side in ("keys", "queries"):
-        assert {key: attention.tail_block(*key, side) for key in cases} == cases
-    # a side left out of NARROW_TAILS runs a full masked block, as before the narrow tails
-    monkeypatch.setattr(attention, "NARROW_TAILS", ("keys",))
-    assert attention.tail_block(257, 64, "queries") == 64 and attention.tail_block(257, 64, "keys") == 16
+    assert {key: attention.tail_block(*key) for key in cases} == cases
 
 
 def test_attention_kernel_rejects_layouts_it_cannot_read():

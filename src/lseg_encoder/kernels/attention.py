@@ -60,20 +60,27 @@ def online_softmax_step(qk, v, m_i, l_i, acc):
 
 
 @triton.jit
-def _query_rows(qkv, out, b, h, start_m, n_tokens, width, stride_b, stride_n, out_stride_b, out_stride_n,
-                qk_scale, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, TAIL_N: tl.constexpr):
-    """Attention of ROWS queries from `start_m` of one image's head over all its keys."""
+def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_stride_b, out_stride_n,
+                      qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      TAIL_N: tl.constexpr):
+    # Inductor passes a Python float as fp64 (run 25): in fp64 the whole softmax, and `tl.dot` with an
+    # fp64 accumulator fails to compile
+    qk_scale = tl.cast(qk_scale, tl.float32)
+    block = tl.program_id(0)  # BLOCK_M queries ...
+    bh = tl.program_id(1)     # ... of one image's head
+    b = bh // heads
+    h = bh % heads
     base = qkv + b.to(tl.int64) * stride_b + h * HEAD_DIM  # q at +0, k at +width, v at +2 * width
-    offs_m = start_m + tl.arange(0, ROWS)
+    offs_m = block * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     rows = offs_m < n_tokens
     q = tl.load(base + offs_m[:, None] * stride_n + offs_d[None, :], mask=rows[:, None], other=0.0)
     offs_n = tl.arange(0, BLOCK_N)
     k_ptrs = base + width + offs_n[:, None] * stride_n + offs_d[None, :]
     v_ptrs = base + 2 * width + offs_n[:, None] * stride_n + offs_d[None, :]
-    m_i = tl.full([ROWS], float("-inf"), tl.float32)
-    l_i = tl.zeros([ROWS], tl.float32)
-    acc = tl.zeros([ROWS, HEAD_DIM], tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     full = (n_tokens // BLOCK_N) * BLOCK_N  # unmasked blocks first, the ragged tail once
     for start in range(0, full, BLOCK_N):
         m_i, l_i, acc = _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, qk_scale,
@@ -89,48 +96,24 @@ def _query_rows(qkv, out, b, h, start_m, n_tokens, width, stride_b, stride_n, ou
     tl.store(dst, acc.to(out.dtype.element_ty), mask=rows[:, None])
 
 
-@triton.jit
-def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_stride_b, out_stride_n,
-                      qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      TAIL_M: tl.constexpr, TAIL_N: tl.constexpr):
-    # Inductor passes a Python float as fp64 (run 25): in fp64 the whole softmax, and `tl.dot` with an
-    # fp64 accumulator fails to compile
-    qk_scale = tl.cast(qk_scale, tl.float32)
-    block = tl.program_id(0)  # BLOCK_M queries ...
-    bh = tl.program_id(1)     # ... of one image's head
-    b = bh // heads
-    h = bh % heads
-    if TAIL_M < BLOCK_M:  # the ragged last query block as TAIL_M rows (see `tail_block`)
-        if block == tl.num_programs(0) - 1:
-            _query_rows(qkv, out, b, h, block * BLOCK_M, n_tokens, width, stride_b, stride_n, out_stride_b,
-                        out_stride_n, qk_scale, HEAD_DIM, TAIL_M, BLOCK_N, TAIL_N)
-        else:
-            _query_rows(qkv, out, b, h, block * BLOCK_M, n_tokens, width, stride_b, stride_n, out_stride_b,
-                        out_stride_n, qk_scale, HEAD_DIM, BLOCK_M, BLOCK_N, TAIL_N)
-    else:
-        _query_rows(qkv, out, b, h, block * BLOCK_M, n_tokens, width, stride_b, stride_n, out_stride_b,
-                    out_stride_n, qk_scale, HEAD_DIM, BLOCK_M, BLOCK_N, TAIL_N)
-
-
 # (BLOCK_M, BLOCK_N, num_warps, num_stages): the fastest of 14 tiles on the H100 at 257-3137 tokens
 # and batch 16 x 901, or within 1.2 % of it (run 22, scripts/gpu_attention_kernel.py, docs/benchmarks.md
 # seventh session); `tile=` overrides it per call.
 TILE = (64, 64, 4, 3)
-# Which ragged last blocks run narrower (`tail_block`); a side left out runs a full masked block, as
-# before the tenth session (experiments switch them to compare in one process).
-NARROW_TAILS = ("keys", "queries")
+# The ragged last key block in a narrower block (`tail_block`); False: a full BLOCK_N block, masked,
+# as before the tenth session (experiments switch it to compare the two in one process).
+NARROW_TAIL = True
 
 
-def tail_block(n_tokens: int, block: int, side: str = "keys") -> int:
-    """Keys (or queries) in the masked last block: the remainder rounded up to a power of two, at
-    least 16 (the smallest tensor-core step), at most `block`. Why: every seed size has (s/16)^2 + 1
-    tokens, a multiple of 64 plus the class token, so a full last block is 63/64 padding: 15 % of the
-    key work at 260 px, 5 % at 480 px's 901 tokens; 16 keys cost a quarter of it. On the query side
-    the last block of each head holds 1 (5 at 480 px) real rows, and 16 rows cost less than 64."""
-    rest = n_tokens % block
-    if side not in NARROW_TAILS or rest == 0:
-        return block
-    return min(block, max(16, triton.next_power_of_2(rest)))
+def tail_block(n_tokens: int, block_n: int) -> int:
+    """Keys in the masked last block: the remainder rounded up to a power of two, at least 16 (the
+    smallest tensor-core step), at most `block_n`. Why: every seed size has (s/16)^2 + 1 tokens, a
+    multiple of 64 plus the class token, so a full tail block is 63/64 padding (15 % of the key work
+    at 260 px, 5 % at 480 px's 901 tokens), and 16 keys cost a quarter of it."""
+    rest = n_tokens % block_n
+    if not NARROW_TAIL or rest == 0:
+        return block_n
+    return min(block_n, max(16, triton.next_power_of_2(rest)))
 
 
 def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> torch.Tensor:
@@ -143,8 +126,7 @@ def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> t
     torch.library.wrap_triton(_attention_kernel)[grid](
         qkv, out, n, heads, width, qkv.stride(0), qkv.stride(1), out.stride(0), out.stride(1),
         head_dim ** -0.5 * LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-        TAIL_M=tail_block(n, block_m, "queries"), TAIL_N=tail_block(n, block_n), num_warps=num_warps,
-        num_stages=num_stages)
+        TAIL_N=tail_block(n, block_n), num_warps=num_warps, num_stages=num_stages)
     return out
 
 
