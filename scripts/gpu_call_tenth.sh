@@ -8,6 +8,8 @@
 #   run 43 (`tails`, at commit fc3b637): a narrow last query block too, a second code path of 16 rows
 #         in the kernel; 1-8 % slower than the key tail alone at every shape (tile 64, 64, 4, 3), so
 #         removed with its mode
+#   rows-ncu - the ViT's GEMMs with and without the class token's row (scripts/gpu_gemm_rows.py); Nsight
+#         Compute on one launch each of the finish and attention kernels at batch 16 x 480
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-tail-tma}" in
@@ -19,5 +21,12 @@ tail-tma)
     --iterations 100 --e2e none --profile base,tma-attn --deadline 280 --name b16_tail_tma 2>&1 | noise \
     | tee "$OUT/b16_tail_tma.log"
   ;;
-*) echo "usage: $0 [tail-tma]" >&2; exit 2 ;;
+rows-ncu)
+  timeout 150 python3 scripts/gpu_gemm_rows.py 2>&1 | noise | tee "$OUT/gemm_rows.log"
+  timeout 240 ncu --kernel-name regex:"upsample2|attention" --launch-count 2 --set full \
+    python3 scripts/gpu_ncu_two_kernels.py > "$OUT/ncu_two_kernels.txt" 2>&1
+  echo "ncu rc=$?"; grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Shared Memory Configuration Size|Dynamic Shared|Stall|bank|Bank|One or More|Uncoalesced|Excessive" \
+    "$OUT/ncu_two_kernels.txt" | head -90
+  ;;
+*) echo "usage: $0 [tail-tma|rows-ncu]" >&2; exit 2 ;;
 esac
