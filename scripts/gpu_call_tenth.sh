@@ -10,6 +10,8 @@
 #         removed with its mode
 #   rows-ncu - the ViT's GEMMs with and without the class token's row (scripts/gpu_gemm_rows.py); Nsight
 #         Compute on one launch each of the finish and attention kernels at batch 16 x 480
+#   six - the new defaults (narrow key tail) at all six sizes with the end-to-end modes and fidelity;
+#         batch 16 x 480 A-B-A against the wide tail; the regression gate and latency ratios
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-tail-tma}" in
@@ -28,5 +30,14 @@ rows-ncu)
   echo "ncu rc=$?"; grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Block Limit|Shared Memory Configuration Size|Dynamic Shared|Stall|bank|Bank|One or More|Uncoalesced|Excessive" \
     "$OUT/ncu_two_kernels.txt" | head -90
   ;;
-*) echo "usage: $0 [tail-tma|rows-ncu]" >&2; exit 2 ;;
+six)
+  timeout 290 python3 scripts/gpu_levers.py --variants base --sizes 260 390 520 650 780 910 --e2e base \
+    --profile none --deadline 240 --name six 2>&1 | noise | tee "$OUT/six.log" | cut -c1-240
+  timeout 180 python3 scripts/gpu_levers.py --variants base,wide-tail,base~2 --sizes 480 --batch 16 \
+    --iterations 60 --e2e none --profile none --deadline 110 --name six_b16 2>&1 | noise | tee "$OUT/six_b16.log"
+  timeout 100 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
+    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
+    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -8
+  ;;
+*) echo "usage: $0 [tail-tma|rows-ncu|six]" >&2; exit 2 ;;
 esac
