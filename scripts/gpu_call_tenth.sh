@@ -46,5 +46,11 @@ six-rest)  # run 45 ran out of its limits at 910 px and in the gate (the gate al
     --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
     --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -12
   ;;
-*) echo "usage: $0 [tail-tma|rows-ncu|six|six-rest]" >&2; exit 2 ;;
+cpp910)  # run 47 (`gpu_call_final.sh cpp`) spent its budget before Python's 910 px step
+  timeout 560 python3 scripts/gpu_cpp_compare.py --sizes 910 --budget-s 470 --iterations 100 --stream-frames 30 \
+    --steps package build cpp fidelity python --cpp-configs graph-fp16 graph-fp32 \
+    2>&1 | grep -v -i warn | tee "$OUT/cpp_call.log" | tail -30
+  cd "$OUT" && tar czf details.tgz logs cpp_*.json 2>/dev/null; rm -rf logs cpp_*.json feats_*.npy x_*.npy
+  ;;
+*) echo "usage: $0 [tail-tma|rows-ncu|six|six-rest|cpp910]" >&2; exit 2 ;;
 esac
