@@ -12,6 +12,8 @@
 #         Compute on one launch each of the finish and attention kernels at batch 16 x 480
 #   six - the new defaults (narrow key tail) at all six sizes with the end-to-end modes and fidelity;
 #         batch 16 x 480 A-B-A against the wide tail; the regression gate and latency ratios
+#   b16-ws - batch 16 x 480 with the defaults and with no cuBLAS / cuBLASLt workspace, four processes
+#         alternating (run 41 had one of each: +0.5-1.0 % without)
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-tail-tma}" in
@@ -52,5 +54,15 @@ cpp910)  # run 47 (`gpu_call_final.sh cpp`) spent its budget before Python's 910
     2>&1 | grep -v -i warn | tee "$OUT/cpp_call.log" | tail -30
   cd "$OUT" && tar czf details.tgz logs cpp_*.json 2>/dev/null; rm -rf logs cpp_*.json feats_*.npy x_*.npy
   ;;
-*) echo "usage: $0 [tail-tma|rows-ncu|six|six-rest|cpp910]" >&2; exit 2 ;;
+b16-ws)  # the defaults with and without a cuBLAS workspace (process-wide), alternating processes
+  for WS in default none default none; do
+    if [ $WS = none ]; then export CUBLAS_WORKSPACE_CONFIG=:0:0 CUBLASLT_WORKSPACE_SIZE=0
+    else unset CUBLAS_WORKSPACE_CONFIG CUBLASLT_WORKSPACE_SIZE; fi
+    timeout 120 python3 scripts/gpu_levers.py --variants base --sizes 480 --batch 16 --iterations 100 \
+      --e2e none --profile none --deadline 60 --name b16_ws_$WS 2>&1 | noise | grep -E "base 480|eager" \
+      | tee -a "$OUT/b16_ws.log"
+    cp "$OUT/b16_ws_$WS.json" "$OUT/b16_ws_${WS}_$(date +%H%M%S).json"
+  done
+  ;;
+*) echo "usage: $0 [tail-tma|rows-ncu|six|six-rest|cpp910|b16-ws]" >&2; exit 2 ;;
 esac
