@@ -109,7 +109,8 @@ def tail_block(n_tokens: int, block_n: int) -> int:
     """Keys in the masked last block: the remainder rounded up to a power of two, at least 16 (the
     smallest tensor-core step), at most `block_n`. Why: every seed size has (s/16)^2 + 1 tokens, a
     multiple of 64 plus the class token, so a full tail block is 63/64 padding (15 % of the key work
-    at 260 px, 5 % at 480 px's 901 tokens), and 16 keys cost a quarter of it."""
+    at 260 px, 5 % at 480 px's 901 tokens), and 16 keys cost a quarter of it. On the H100 the kernel
+    became 2-8 % faster at the six sizes and 4 % at batch 16 (docs/benchmarks.md, tenth session)."""
     rest = n_tokens % block_n
     if not NARROW_TAIL or rest == 0:
         return block_n
