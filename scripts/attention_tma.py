@@ -1,5 +1,11 @@
-"""Experiment (issue 13, next lever): `kernels/attention.py` with every q, k, v load and the output store
-through Hopper's tensor memory accelerator (TMA descriptors), not yet run on a GPU.
+"""Experiment (issue 13, measured, not shipped): `kernels/attention.py` with every q, k, v load and the
+output store through Hopper's tensor memory accelerator (TMA descriptors).
+
+Result on the H100 (run 42, docs/benchmarks.md tenth session). Alone, against the shipped kernel,
+it is 1.4 % faster at batch 16 and 2.6-5.1 % at 520 / 780 px, but 2-13 % slower at 260, 650 and
+910 px. As the op `lseg_experiment::attention_tma` inside a compiled graph, torch 2.11's Inductor
+cannot read the descriptors' metadata (`KeyError: 'q_desc'` in `triton_kernel_wrap`), assumes
+every input mutated, and the graph gives wrong features. So it stays here.
 
 Why: at batch 16 x 480 px the shipped kernel runs at about 280-300 TFLOP/s (4.5 of the 27 ms forward,
 docs/benchmarks.md ninth session), where FlashAttention-3 reports more than 500 on Hopper at head
@@ -9,12 +15,13 @@ and the seventh session's sweep found its larger tiles (128 queries) slower, whi
 usually pays. Same maths and layouts as the shipped kernel: q, k and v are read where the qkv GEMM
 wrote them, `(B, N, 3 * heads * 64)`, through 3-D descriptors over (B, N, 3C), so a block that runs
 past an image's N tokens is zero-filled by the hardware (no row of the next image); the ragged last
-key block is masked as before, and the output store is clipped to N by the descriptor.
+key block (16-32 keys, `attention.tail_block`) is masked as before, and the output store is clipped
+to N by the descriptor.
 
 Host-side descriptors (`triton.tools.tensor_descriptor.TensorDescriptor`): no device scratch
 allocator is needed. Timed by `scripts/gpu_attention_kernel.py --kernels shipped tma` (`bash
-scripts/gpu_call_ninth.sh attention-tma`), which checks every tile against fp32 attention before
-timing it. Checked on the CPU only (2026-11-26, Triton 3.9; the GPU machine has 3.6): in Triton's
+scripts/gpu_call_tenth.sh tail-tma`), which checks every tile against fp32 attention before
+timing it. Checked on the CPU too (2026-11-26, Triton 3.9; the GPU machine has 3.6): in Triton's
 interpreter it gives the shipped kernel's results to the bit on four shapes with ragged tails, and
 compiled for sm_90 at (64, 64, 4, 3) it issues TMA copies (`cp.async.bulk.tensor`) where the shipped
 kernel issues `cp.async` (both 3-stage pipelined, 57 KB of shared memory, 16 wgmma per key block).
