@@ -5,8 +5,9 @@
 #         (cudnn-bench), the defaults again (A-B-A in one process); then no cuBLAS / cuBLASLt workspace
 #         (a process-wide environment setting, so a process of its own); fp16 features timed beside
 #         fp32 in every cell; one forward's kernel sequence of the defaults
-#   attention-tma - measured in the tenth session by gpu_call_tenth.sh tail-tma (run 42): scripts/attention_tma.py (the attention kernel with TMA descriptor
-#         loads and stores) beside the shipped kernel and cuDNN, seven tiles, every shape of run 22
+#   attention-tma - scripts/attention_tma.py (the attention kernel with TMA descriptor loads and
+#         stores) beside the shipped kernel and cuDNN, seven tiles, every shape of run 22; measured in
+#         the tenth session through gpu_call_tenth.sh tail-tma instead (run 42)
 set -u
 if [ "${1:-b16}" = cpp ]; then exec bash "$(dirname "$0")/gpu_call_final.sh" cpp; fi
 . "$(dirname "$0")/gpu_env.sh"
