@@ -14,6 +14,7 @@
 #         batch 16 x 480 A-B-A against the wide tail; the regression gate and latency ratios
 #   b16-ws - batch 16 x 480 with the defaults and with no cuBLAS / cuBLASLt workspace, four processes
 #         alternating (run 41 had one of each: +0.5-1.0 % without)
+#   regcap - the finish and attention kernels under Triton's register cap (maxnreg), batch 16 and 520
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-tail-tma}" in
@@ -64,5 +65,8 @@ b16-ws)  # the defaults with and without a cuBLAS workspace (process-wide), alte
     cp "$OUT/b16_ws_$WS.json" "$OUT/b16_ws_${WS}_$(date +%H%M%S).json"
   done
   ;;
-*) echo "usage: $0 [tail-tma|rows-ncu|six|six-rest|cpp910|b16-ws]" >&2; exit 2 ;;
+regcap)
+  timeout 200 python3 scripts/gpu_register_cap.py 2>&1 | noise | tee "$OUT/register_cap.log"
+  ;;
+*) echo "usage: $0 [tail-tma|rows-ncu|six|six-rest|cpp910|b16-ws|regcap]" >&2; exit 2 ;;
 esac
