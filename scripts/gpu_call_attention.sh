@@ -65,9 +65,7 @@ final)  # run 26: Inductor compiles the shipped op (triton_op, the fp32 scale); 
       --profile base,sdpa --deadline 110 --name "final_${SIZES// /_}" 2>&1 | noise \
       | tee "$OUT/final_${SIZES// /_}.log" | cut -c1-300
   done
-  timeout 100 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
-    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
-    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -8
+  regression_gate 100 8
   ;;
 confirm)  # run 28: the shipped op (triton_op) beside SDPA in one process: batch 16 x 480, then 390 px (where
           # run 26 saw Inductor split the qkv bias off); the gate again, its JSON kept (6 files)
@@ -76,9 +74,7 @@ confirm)  # run 28: the shipped op (triton_op) beside SDPA in one process: batch
     | noise | tee "$OUT/confirm_b16.log" | cut -c1-300
   timeout 150 python3 scripts/gpu_levers.py --variants base,sdpa --sizes 390 --e2e none \
     --profile base,sdpa --deadline 120 --name confirm_390 2>&1 | noise | tee "$OUT/confirm_390.log" | cut -c1-300
-  timeout 100 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
-    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
-    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -4
+  regression_gate 100 4
   ;;
 ws)  # run 29: Triton's automatic warp specialisation of the key loop, per tile, against cuDNN (the kernel then
      # had a WARP_SPECIALIZE switch and this script a --warp-specialize flag: no gain, both removed after the

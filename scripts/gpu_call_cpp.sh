@@ -8,8 +8,6 @@ set -u
 timeout 450 python3 scripts/gpu_cpp_compare.py --budget-s ${CPP_BUDGET:-400} --iterations 100 --stream-frames 30 \
   --steps ${CPP_STEPS:-package build cpp fidelity python pyaoti} \
   2>&1 | grep -v -i warn | tee "$OUT/cpp_call.log" | tail -30
-timeout ${GATE_S:-140} python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
-  --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
-  --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -25
+regression_gate ${GATE_S:-140} 25
 # at most 8 files come back: fold the per-step logs into one archive
 cd "$OUT" && tar czf details.tgz logs cpp_*.json 2>/dev/null; rm -rf logs cpp_*.json

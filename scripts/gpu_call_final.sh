@@ -12,9 +12,7 @@ six)
     --profile none --deadline 250 --name six 2>&1 | noise | tee "$OUT/six.log" | cut -c1-240
   timeout 130 python3 scripts/gpu_levers.py --variants base,fused-finish --sizes 480 --batch 16 --iterations 30 \
     --fp16-out --e2e none --profile none --deadline 80 --name six_b16 2>&1 | noise | tee "$OUT/six_b16.log"
-  timeout 110 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
-    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
-    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -8
+  regression_gate 110 8
   ;;
 cpp)
   timeout 560 python3 scripts/gpu_cpp_compare.py --budget-s 470 --iterations 100 --stream-frames 30 \

@@ -40,9 +40,7 @@ if [ "${1:-}" = confirm ]; then
     --profile none --deadline 115 --name confirm_b16 2>&1 | noise | tee "$OUT/confirm_b16.log" | cut -c1-300
   timeout 170 python3 scripts/gpu_levers.py --variants base,before8 --sizes 520 910 --e2e none --profile none \
     --deadline 100 --name confirm_520_910 2>&1 | noise | tee "$OUT/confirm_520_910.log" | cut -c1-300
-  timeout 130 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
-    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
-    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -8
+  regression_gate 130 8
   timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -k upsample 2>&1 | tail -3
   exit 0
 fi

@@ -38,16 +38,12 @@ six)
     --profile none --deadline 240 --name six 2>&1 | noise | tee "$OUT/six.log" | cut -c1-240
   timeout 180 python3 scripts/gpu_levers.py --variants base,wide-tail,base~2 --sizes 480 --batch 16 \
     --iterations 60 --e2e none --profile none --deadline 110 --name six_b16 2>&1 | noise | tee "$OUT/six_b16.log"
-  timeout 100 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
-    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
-    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -8
+  regression_gate 100 8
   ;;
 six-rest)  # run 45 ran out of its limits at 910 px and in the gate (the gate alone takes ~150 s)
   timeout 120 python3 scripts/gpu_levers.py --variants base --sizes 910 --e2e base \
     --profile base --deadline 60 --name six_910 2>&1 | noise | tee "$OUT/six_910.log" | cut -c1-240
-  timeout 400 python3 -m pytest -rs -q --benchmark-only tests/test_latency_ratios.py \
-    --benchmark-storage=file://tests/benchmarks/NVIDIA_H100_80GB_HBM3 --benchmark-compare \
-    --benchmark-compare-fail=median:15% --benchmark-json="$OUT/ratios.json" 2>&1 | tee "$OUT/gate.log" | tail -12
+  regression_gate 400 12
   ;;
 cpp910)  # run 47 (`gpu_call_final.sh cpp`) spent its budget before Python's 910 px step
   timeout 560 python3 scripts/gpu_cpp_compare.py --sizes 910 --budget-s 470 --iterations 100 --stream-frames 30 \
