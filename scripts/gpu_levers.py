@@ -24,6 +24,7 @@ import torch
 
 from lseg_encoder.fidelity.metrics import feature_metrics
 from lseg_encoder.fidelity.tolerances import tolerance_for
+from lseg_encoder.kernels import attention  # this script runs on CUDA, where torch brings Triton
 from lseg_encoder.model import build_encoder
 from lseg_encoder.runners import TorchRunner
 from lseg_encoder.runners.base import host_buffer
@@ -85,16 +86,11 @@ VARIANTS = {
     "tma-attn": {"_attention_fn": "tma"},
 }
 T0 = time.perf_counter()
-try:
-    from lseg_encoder.kernels.attention import attention_from_qkv as SHIPPED_ATTENTION
-except ImportError:  # no triton: the variants that patch it are not run
-    SHIPPED_ATTENTION = None
+SHIPPED_ATTENTION = attention.attention_from_qkv  # what `kernel_module_patch` puts back
 
 
 def kernel_module_patch(narrow_tail: bool, tma: bool) -> None:
     """What `kernels.attention` launches in the graphs compiled next (read when the graph is traced)."""
-    from lseg_encoder.kernels import attention
-
     attention.NARROW_TAIL = narrow_tail
     if tma:
         from attention_tma import tma_attention_from_qkv  # scripts/ is on sys.path when this runs as a script
@@ -246,8 +242,6 @@ def main() -> None:
 
         upsample_normalize.TILE = tuple(int(v) for v in args.finish_tile.split(","))
     if args.attention_tile:
-        from lseg_encoder.kernels import attention
-
         attention.TILE = tuple(int(v) for v in args.attention_tile.split(","))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
