@@ -43,11 +43,11 @@ def _tma_block(q, kv_desc, m_i, l_i, acc, b, start, k_col, v_col, n_tokens, qk_s
     """One block of keys through the descriptor: the running max, denominator and accumulator."""
     k = kv_desc.load([b, start, k_col]).reshape(BLOCK_N, HEAD_DIM)
     v = kv_desc.load([b, start, v_col]).reshape(BLOCK_N, HEAD_DIM)
-    qk = tl.dot(q, tl.trans(k)) * qk_scale
+    qk = tl.dot(q, tl.trans(k))
     if MASKED:  # rows past N were zero-filled; their scores must not count
         keep = start + tl.arange(0, BLOCK_N) < n_tokens
         qk = tl.where(keep[None, :], qk, float("-inf"))
-    return online_softmax_step(qk, v, m_i, l_i, acc)
+    return online_softmax_step(qk, v, m_i, l_i, acc, qk_scale)
 
 
 @triton.jit

@@ -14,6 +14,11 @@ session's narrow tail, `kernels.attention.tail_block`); `--kernels tma` also tim
 `scripts/attention_tma.py` (the same kernel with TMA descriptor loads and stores, ninth session) at
 every tile, beside the shipped kernel in the same process.
 
+`--kernels scaled` times the shipped kernel with its row max taken from the scaled scores (before the
+eleventh session's `attention.RAW_MAX`); `--kernels pipelined` times `scripts/attention_pipelined.py`
+(the next block's scores issued before the current block's softmax); `--kernels mma-sum` the
+shipped kernel with its softmax denominator on the tensor cores (`attention.MMA_SUM`).
+
 Run 24 timed a lazy-rescale version of the kernel (since removed) with `--lazy both`.
 """
 
@@ -57,6 +62,24 @@ def wide_tail(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int])
         attention.NARROW_TAIL = True
 
 
+def scaled_max(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
+    """The shipped kernel with the row max of the scaled scores, as before the eleventh session."""
+    attention.RAW_MAX = False
+    try:
+        return attention_from_qkv(qkv, heads, tile=tile)
+    finally:
+        attention.RAW_MAX = True
+
+
+def mma_sum(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
+    """The shipped kernel with `attention.MMA_SUM` on."""
+    attention.MMA_SUM = True
+    try:
+        return attention_from_qkv(qkv, heads, tile=tile)
+    finally:
+        attention.MMA_SUM = False
+
+
 def graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -85,7 +108,8 @@ def graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", nargs="*", default=[], help="BLOCK_M,BLOCK_N,warps,stages (default: the sweep)")
-    ap.add_argument("--kernels", nargs="+", default=["shipped"], choices=["shipped", "wide", "tma"])
+    ap.add_argument("--kernels", nargs="+", default=["shipped"],
+                    choices=["shipped", "wide", "tma", "scaled", "pipelined", "mma-sum"])
     ap.add_argument("--deadline", type=float, default=240)
     args = ap.parse_args()
     if "tma" in args.kernels:
@@ -94,6 +118,14 @@ def main() -> None:
         KERNELS["tma"] = tma_attention_from_qkv
     if "wide" in args.kernels:
         KERNELS["wide"] = wide_tail
+    if "scaled" in args.kernels:
+        KERNELS["scaled"] = scaled_max
+    if "mma-sum" in args.kernels:
+        KERNELS["mma-sum"] = mma_sum
+    if "pipelined" in args.kernels:
+        from attention_pipelined import pipelined_attention_from_qkv
+
+        KERNELS["pipelined"] = pipelined_attention_from_qkv
     tiles = [tuple(int(v) for v in t.split(",")) for t in args.tiles] or TILES
     out = Path(os.environ.get("OUT", "out"))
     out.mkdir(parents=True, exist_ok=True)

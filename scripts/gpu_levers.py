@@ -84,18 +84,31 @@ VARIANTS = {
     # (wrong features under torch 2.11's Inductor, run 42: it fails to read the descriptors' metadata)
     "wide-tail": {"_narrow_tail": False},
     "tma-attn": {"_attention_fn": "tma"},
+    # eleventh session: the kernel's row max from the scaled scores (the default before); the kernel with the
+    # next key block's scores issued before the current block's softmax (scripts/attention_pipelined.py)
+    "scaled-max": {"_raw_max": False},
+    "pipelined-attn": {"_attention_fn": "pipelined"},
+    # the softmax denominator as a tensor-core product with ones (`attention.MMA_SUM`)
+    "mma-sum": {"_mma_sum": True},
 }
 T0 = time.perf_counter()
 SHIPPED_ATTENTION = attention.attention_from_qkv  # what `kernel_module_patch` puts back
 
 
-def kernel_module_patch(narrow_tail: bool, tma: bool) -> None:
-    """What `kernels.attention` launches in the graphs compiled next (read when the graph is traced)."""
+def kernel_module_patch(narrow_tail: bool, raw_max: bool, mma_sum: bool, attention_fn: str | None) -> None:
+    """What `kernels.attention` launches in the graphs compiled next (read when the graph is traced);
+    `attention_fn` names an experiment in scripts/ (on sys.path when this runs as a script)."""
     attention.NARROW_TAIL = narrow_tail
-    if tma:
-        from attention_tma import tma_attention_from_qkv  # scripts/ is on sys.path when this runs as a script
+    attention.RAW_MAX = raw_max
+    attention.MMA_SUM = mma_sum
+    if attention_fn == "tma":
+        from attention_tma import tma_attention_from_qkv
 
         attention.attention_from_qkv = tma_attention_from_qkv
+    elif attention_fn == "pipelined":
+        from attention_pipelined import pipelined_attention_from_qkv
+
+        attention.attention_from_qkv = pipelined_attention_from_qkv
     else:
         attention.attention_from_qkv = SHIPPED_ATTENTION
 
@@ -281,7 +294,8 @@ def main() -> None:
         model = flex_attention_copy(enc) if kw.pop("_attention", None) == "flex" else enc
         blas = kw.pop("_blas", None)
         torch.backends.cudnn.benchmark = kw.pop("_cudnn_benchmark", False)
-        kernel_module_patch(narrow_tail=kw.pop("_narrow_tail", True), tma=kw.pop("_attention_fn", None) == "tma")
+        kernel_module_patch(narrow_tail=kw.pop("_narrow_tail", True), raw_max=kw.pop("_raw_max", True),
+                            mma_sum=kw.pop("_mma_sum", False), attention_fn=kw.pop("_attention_fn", None))
         row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}, "blas": blas or "default",
                                            "cudnn_benchmark": torch.backends.cudnn.benchmark,
                                            "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "default")}

@@ -145,6 +145,7 @@ def test_fused_finish_is_refused_where_it_cannot_run():
 
 ATTENTION_CHECK = textwrap.dedent("""
     import torch, torch.nn.functional as F
+    from lseg_encoder.kernels import attention
     from lseg_encoder.kernels.attention import attention_from_qkv
     device = {device!r}
     torch.manual_seed(0)
@@ -167,6 +168,12 @@ ATTENTION_CHECK = textwrap.dedent("""
         rel = 1e-5 if dtype == torch.float32 and device == "cpu" else 4e-3
         atol = rel * max(1.0, want.abs().max().item())
         assert err <= atol, (b, n, heads, d, dtype, err)
+        # the row max of the raw scores times the scale is the max of the scaled scores, to the bit
+        attention.RAW_MAX = False
+        try:
+            assert torch.equal(attention_from_qkv(qkv, heads, tile=tile), got), (b, n, heads, d, dtype)
+        finally:
+            attention.RAW_MAX = True
     print("ok")
 """)
 
