@@ -16,8 +16,8 @@ every tile, beside the shipped kernel in the same process.
 
 `--kernels scaled` times the shipped kernel with its row max taken from the scaled scores (before the
 eleventh session's `attention.RAW_MAX`); `--kernels pipelined` times `scripts/attention_pipelined.py`
-(the next block's scores issued before the current block's softmax); `--kernels mma-sum` the
-shipped kernel with its softmax denominator on the tensor cores (`attention.MMA_SUM`).
+(the next block's scores issued before the current block's softmax). Run 52 timed `--kernels mma-sum`,
+the denominator as a tensor-core product with ones (commit bcff58d, since removed).
 
 Run 24 timed a lazy-rescale version of the kernel (since removed) with `--lazy both`.
 """
@@ -71,15 +71,6 @@ def scaled_max(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]
         attention.RAW_MAX = True
 
 
-def mma_sum(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
-    """The shipped kernel with `attention.MMA_SUM` on."""
-    attention.MMA_SUM = True
-    try:
-        return attention_from_qkv(qkv, heads, tile=tile)
-    finally:
-        attention.MMA_SUM = False
-
-
 def graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -109,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", nargs="*", default=[], help="BLOCK_M,BLOCK_N,warps,stages (default: the sweep)")
     ap.add_argument("--kernels", nargs="+", default=["shipped"],
-                    choices=["shipped", "wide", "tma", "scaled", "pipelined", "mma-sum"])
+                    choices=["shipped", "wide", "tma", "scaled", "pipelined"])
     ap.add_argument("--deadline", type=float, default=240)
     args = ap.parse_args()
     if "tma" in args.kernels:
@@ -120,8 +111,6 @@ def main() -> None:
         KERNELS["wide"] = wide_tail
     if "scaled" in args.kernels:
         KERNELS["scaled"] = scaled_max
-    if "mma-sum" in args.kernels:
-        KERNELS["mma-sum"] = mma_sum
     if "pipelined" in args.kernels:
         from attention_pipelined import pipelined_attention_from_qkv
 

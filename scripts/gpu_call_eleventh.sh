@@ -5,7 +5,11 @@
 #         scores issued before the current block's softmax, scripts/attention_pipelined.py), three
 #         tiles, every shape of run 22; then batch 16 x 480 px in the model, A-B-C-A-B in one process
 #         (run 51)
-#   mma-sum - the same for the softmax denominator on the tensor cores (`attention.MMA_SUM`), A-B-A-B
+#   run 52 (`mma-sum`, at commit bcff58d): the softmax denominator as a tensor-core product with ones
+#         (`attention.MMA_SUM`), the same two steps; slower, so removed with its mode
+#   six - the new defaults at 260-780 px with the end-to-end modes and fidelity; batch 16 x 480 A-B-A
+#         against the scaled row max (the third step runs only if the deadline allows)
+#   six-rest - 910 px and the regression gate
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-softmax}" in
@@ -17,13 +21,16 @@ softmax)
     --sizes 480 --batch 16 --iterations 100 --e2e none --profile base,pipelined-attn --deadline 270 \
     --name b16_softmax 2>&1 | noise | tee "$OUT/b16_softmax.log"
   ;;
-mma-sum)
-  timeout 150 python3 scripts/gpu_attention_kernel.py --kernels shipped mma-sum --deadline 120 \
-    --tiles 64,64,4,3 64,64,4,4 2>&1 | noise | tee "$OUT/attention_mma_sum.log"
-  cp "$OUT/attention_tiles.json" "$OUT/attention_mma_sum.json" 2>/dev/null
-  timeout 300 python3 scripts/gpu_levers.py --variants base,mma-sum,base~2,mma-sum~2 \
-    --sizes 480 --batch 16 --iterations 100 --e2e none --profile none --deadline 240 \
-    --name b16_mma_sum 2>&1 | noise | tee "$OUT/b16_mma_sum.log"
+six)
+  timeout 290 python3 scripts/gpu_levers.py --variants base --sizes 260 390 520 650 780 --e2e base \
+    --profile none --deadline 240 --name six 2>&1 | noise | tee "$OUT/six.log" | cut -c1-240
+  timeout 180 python3 scripts/gpu_levers.py --variants base,scaled-max,base~2 --sizes 480 --batch 16 \
+    --iterations 60 --e2e none --profile none --deadline 110 --name six_b16 2>&1 | noise | tee "$OUT/six_b16.log"
   ;;
-*) echo "usage: $0 [softmax|mma-sum]" >&2; exit 2 ;;
+six-rest)
+  timeout 120 python3 scripts/gpu_levers.py --variants base --sizes 910 --e2e base \
+    --profile base --deadline 60 --name six_910 2>&1 | noise | tee "$OUT/six_910.log" | cut -c1-240
+  regression_gate 400 12
+  ;;
+*) echo "usage: $0 [softmax|six|six-rest]" >&2; exit 2 ;;
 esac

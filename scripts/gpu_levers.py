@@ -88,19 +88,16 @@ VARIANTS = {
     # next key block's scores issued before the current block's softmax (scripts/attention_pipelined.py)
     "scaled-max": {"_raw_max": False},
     "pipelined-attn": {"_attention_fn": "pipelined"},
-    # the softmax denominator as a tensor-core product with ones (`attention.MMA_SUM`)
-    "mma-sum": {"_mma_sum": True},
 }
 T0 = time.perf_counter()
 SHIPPED_ATTENTION = attention.attention_from_qkv  # what `kernel_module_patch` puts back
 
 
-def kernel_module_patch(narrow_tail: bool, raw_max: bool, mma_sum: bool, attention_fn: str | None) -> None:
+def kernel_module_patch(narrow_tail: bool, raw_max: bool, attention_fn: str | None) -> None:
     """What `kernels.attention` launches in the graphs compiled next (read when the graph is traced);
     `attention_fn` names an experiment in scripts/ (on sys.path when this runs as a script)."""
     attention.NARROW_TAIL = narrow_tail
     attention.RAW_MAX = raw_max
-    attention.MMA_SUM = mma_sum
     if attention_fn == "tma":
         from attention_tma import tma_attention_from_qkv
 
@@ -295,7 +292,7 @@ def main() -> None:
         blas = kw.pop("_blas", None)
         torch.backends.cudnn.benchmark = kw.pop("_cudnn_benchmark", False)
         kernel_module_patch(narrow_tail=kw.pop("_narrow_tail", True), raw_max=kw.pop("_raw_max", True),
-                            mma_sum=kw.pop("_mma_sum", False), attention_fn=kw.pop("_attention_fn", None))
+                            attention_fn=kw.pop("_attention_fn", None))
         row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}, "blas": blas or "default",
                                            "cudnn_benchmark": torch.backends.cudnn.benchmark,
                                            "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "default")}

@@ -29,7 +29,7 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, qk_scale,
-                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, RAW_MAX: tl.constexpr, MMA_SUM: tl.constexpr):
+                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, RAW_MAX: tl.constexpr):
     """One block of keys: the running max, denominator and accumulator after it. (Rescaling the
     accumulator only when a row's max grows by more than 2^8, as some kernels do, was 0-27 % slower
     here at every shape: run 24.)"""
@@ -44,12 +44,11 @@ def _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, q
     qk = tl.dot(q, tl.trans(k))  # raw scores: `online_softmax_step` scales them (qk_scale is fp32, see the kernel)
     if MASKED:
         qk = tl.where(keep[None, :], qk, float("-inf"))
-    return online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX, MMA_SUM)
+    return online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX)
 
 
 @triton.jit
-def online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX: tl.constexpr = True,
-                        MMA_SUM: tl.constexpr = False):
+def online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX: tl.constexpr = True):
     """Raw scores q.k of one key block (-inf where masked) and its values -> the running max,
     denominator and accumulator after it, in the log2 domain (`qk_scale` includes log2(e)). Shared
     with experiments that load the blocks another way.
@@ -61,10 +60,8 @@ def online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX: tl.constexpr = 
     docs/benchmarks.md eleventh session) the kernel became 0.1-4.3 % faster from 260 to 910 px and
     1.1 % at batch 16 x 480, the batch-16 forward 0.7-1.0 %.
 
-    MMA_SUM: the denominator `l_i` is (BLOCK_M, 16), every column the row sum, accumulated by a
-    64x16 tensor-core product of the fp16 weights with ones instead of 32 adds and 4 shuffles a
-    thread (sm_90 SASS, 292 -> 272 instructions, 4 more wgmma). It sums the weights as rounded for
-    the PV product, so the output is not bitwise the other path's."""
+    (The denominator as a tensor-core product of the weights with ones, 20 instructions fewer, was
+    0.8-1.5 % slower at batch 16 and up to 20 % slower alone: run 52, commit bcff58d.)"""
     if RAW_MAX:
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
     else:
@@ -73,11 +70,7 @@ def online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX: tl.constexpr = 
         qk_scale = 1.0
     p = tl.math.exp2(qk * qk_scale - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)
-    if MMA_SUM:
-        p = p.to(v.dtype)
-        l_i = tl.dot(p, tl.full([qk.shape[1], 16], 1.0, v.dtype), l_i * alpha[:, None])
-    else:
-        l_i = l_i * alpha + tl.sum(p, 1)
+    l_i = l_i * alpha + tl.sum(p, 1)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return m_new, l_i, acc
 
@@ -85,7 +78,7 @@ def online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX: tl.constexpr = 
 @triton.jit
 def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_stride_b, out_stride_n,
                       qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      TAIL_N: tl.constexpr, RAW_MAX: tl.constexpr, MMA_SUM: tl.constexpr):
+                      TAIL_N: tl.constexpr, RAW_MAX: tl.constexpr):
     # Inductor passes a Python float as fp64 (run 25): in fp64 the whole softmax, and `tl.dot` with an
     # fp64 accumulator fails to compile
     qk_scale = tl.cast(qk_scale, tl.float32)
@@ -102,25 +95,19 @@ def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_
     k_ptrs = base + width + offs_n[:, None] * stride_n + offs_d[None, :]
     v_ptrs = base + 2 * width + offs_n[:, None] * stride_n + offs_d[None, :]
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    if MMA_SUM:
-        l_i = tl.zeros([BLOCK_M, 16], tl.float32)
-    else:
-        l_i = tl.zeros([BLOCK_M], tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     full = (n_tokens // BLOCK_N) * BLOCK_N  # unmasked blocks first, the ragged tail once
     for start in range(0, full, BLOCK_N):
         m_i, l_i, acc = _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, qk_scale,
-                                      BLOCK_N, False, RAW_MAX, MMA_SUM)
+                                      BLOCK_N, False, RAW_MAX)
     if full < n_tokens:  # the ragged tail in a block of TAIL_N keys (see `tail_block`)
         offs_t = tl.arange(0, TAIL_N)
         kt_ptrs = base + width + offs_t[:, None] * stride_n + offs_d[None, :]
         vt_ptrs = base + 2 * width + offs_t[:, None] * stride_n + offs_d[None, :]
         m_i, l_i, acc = _scores_block(q, kt_ptrs, vt_ptrs, m_i, l_i, acc, stride_n, full, n_tokens, qk_scale,
-                                      TAIL_N, True, RAW_MAX, MMA_SUM)
-    if MMA_SUM:
-        acc = acc / tl.max(l_i, 1)[:, None]
-    else:
-        acc = acc / l_i[:, None]
+                                      TAIL_N, True, RAW_MAX)
+    acc = acc / l_i[:, None]
     dst = out + b.to(tl.int64) * out_stride_b + h * HEAD_DIM + offs_m[:, None] * out_stride_n + offs_d[None, :]
     tl.store(dst, acc.to(out.dtype.element_ty), mask=rows[:, None])
 
@@ -135,8 +122,6 @@ NARROW_TAIL = True
 # The row max from the raw scores (`online_softmax_step`); False: from the scaled scores, as before the
 # eleventh session (experiments switch it to compare the two in one process).
 RAW_MAX = True
-# The softmax denominator on the tensor cores (`online_softmax_step`); an experiment until measured.
-MMA_SUM = False
 
 
 def tail_block(n_tokens: int, block_n: int) -> int:
@@ -161,7 +146,7 @@ def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> t
     torch.library.wrap_triton(_attention_kernel)[grid](
         qkv, out, n, heads, width, qkv.stride(0), qkv.stride(1), out.stride(0), out.stride(1),
         head_dim ** -0.5 * LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-        TAIL_N=tail_block(n, block_n), RAW_MAX=RAW_MAX, MMA_SUM=MMA_SUM, num_warps=num_warps, num_stages=num_stages)
+        TAIL_N=tail_block(n, block_n), RAW_MAX=RAW_MAX, num_warps=num_warps, num_stages=num_stages)
     return out
 
 
