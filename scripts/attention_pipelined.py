@@ -1,5 +1,10 @@
-"""Experiment (issue 13, eleventh session): `kernels/attention.py` with the next key block's scores
-issued before the current block's softmax.
+"""Experiment (issue 13, eleventh session, measured, not shipped): `kernels/attention.py` with the
+next key block's scores issued before the current block's softmax.
+
+Result on the H100 (run 51, docs/benchmarks.md eleventh session), tile (64, 64, 4, 3) against the
+shipped kernel in the same process: 1.2 / 2.9 % faster at 260 / 390 px, 0.1-12 % slower from 520 px
+up and 4.6 % slower at batch 16 x 480 (173.37 against 165.80 us); the batch-16 forward 27.177 ms
+against 27.020 / 26.862. The register cost outweighs the overlap wherever attention matters.
 
 Why: Nsight Compute (run 44) found the shipped kernel latency-bound at batch 16 x 480 px: 25 %
 occupancy at 123 registers, 53 % of issue slots busy. Its loop waits for the QK^T wgmma, then runs
