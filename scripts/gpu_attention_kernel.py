@@ -53,22 +53,18 @@ def sdpa_from_qkv(qkv: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c3 // 3)
 
 
-def wide_tail(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
-    """The shipped kernel with its ragged key tail in a full masked block, as before the tenth session."""
-    attention.NARROW_TAIL = False
-    try:
-        return attention_from_qkv(qkv, heads, tile=tile)
-    finally:
-        attention.NARROW_TAIL = True
-
-
-def scaled_max(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
-    """The shipped kernel with the row max of the scaled scores, as before the eleventh session."""
-    attention.RAW_MAX = False
-    try:
-        return attention_from_qkv(qkv, heads, tile=tile)
-    finally:
-        attention.RAW_MAX = True
+def with_flag(flag: str, value: bool):
+    """The shipped kernel with one of `kernels.attention`'s switches set for the call: NARROW_TAIL
+    False is the full masked tail block (before the tenth session), RAW_MAX False the row max of the
+    scaled scores (before the eleventh)."""
+    def kernel(qkv: torch.Tensor, heads: int, *, tile: tuple[int, int, int, int]) -> torch.Tensor:
+        shipped = getattr(attention, flag)
+        setattr(attention, flag, value)
+        try:
+            return attention_from_qkv(qkv, heads, tile=tile)
+        finally:
+            setattr(attention, flag, shipped)
+    return kernel
 
 
 def graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
@@ -108,9 +104,9 @@ def main() -> None:
 
         KERNELS["tma"] = tma_attention_from_qkv
     if "wide" in args.kernels:
-        KERNELS["wide"] = wide_tail
+        KERNELS["wide"] = with_flag("NARROW_TAIL", False)
     if "scaled" in args.kernels:
-        KERNELS["scaled"] = scaled_max
+        KERNELS["scaled"] = with_flag("RAW_MAX", False)
     if "pipelined" in args.kernels:
         from attention_pipelined import pipelined_attention_from_qkv
 

@@ -76,32 +76,37 @@ def online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX: tl.constexpr = 
 
 
 @triton.jit
-def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_stride_b, out_stride_n,
-                      qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      TAIL_N: tl.constexpr, RAW_MAX: tl.constexpr):
-    # Inductor passes a Python float as fp64 (run 25): in fp64 the whole softmax, and `tl.dot` with an
-    # fp64 accumulator fails to compile
-    qk_scale = tl.cast(qk_scale, tl.float32)
+def query_block(qkv, n_tokens, heads, width, stride_b, stride_n, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr):
+    """This program's image and head, its BLOCK_M queries, the first key and value block's pointers
+    and the fresh softmax state. Shared with experiments that run the key loop another way."""
     block = tl.program_id(0)  # BLOCK_M queries ...
     bh = tl.program_id(1)     # ... of one image's head
     b = bh // heads
     h = bh % heads
     base = qkv + b.to(tl.int64) * stride_b + h * HEAD_DIM  # q at +0, k at +width, v at +2 * width
     offs_m = block * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
     rows = offs_m < n_tokens
-    q = tl.load(base + offs_m[:, None] * stride_n + offs_d[None, :], mask=rows[:, None], other=0.0)
+    q = tl.load(base + offs_m[:, None] * stride_n + tl.arange(0, HEAD_DIM)[None, :], mask=rows[:, None], other=0.0)
     offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    # (written as base + width + offsets: `(base + offsets) + width` costs 5 registers on sm_90)
     k_ptrs = base + width + offs_n[:, None] * stride_n + offs_d[None, :]
     v_ptrs = base + 2 * width + offs_n[:, None] * stride_n + offs_d[None, :]
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    full = (n_tokens // BLOCK_N) * BLOCK_N  # unmasked blocks first, the ragged tail once
-    for start in range(0, full, BLOCK_N):
-        m_i, l_i, acc = _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, qk_scale,
-                                      BLOCK_N, False, RAW_MAX)
-    if full < n_tokens:  # the ragged tail in a block of TAIL_N keys (see `tail_block`)
+    return b, h, base, offs_m, rows, q, k_ptrs, v_ptrs, m_i, l_i, acc
+
+
+@triton.jit
+def finish_rows(q, base, b, h, offs_m, rows, m_i, l_i, acc, out, n_tokens, width, stride_n, out_stride_b,
+                out_stride_n, qk_scale, full, HEAD_DIM: tl.constexpr, TAIL_N: tl.constexpr,
+                RAW_MAX: tl.constexpr):
+    """The ragged tail of keys past `full` in one block of TAIL_N (see `tail_block`), then the
+    normalised rows stored where proj reads them."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    if full < n_tokens:
         offs_t = tl.arange(0, TAIL_N)
         kt_ptrs = base + width + offs_t[:, None] * stride_n + offs_d[None, :]
         vt_ptrs = base + 2 * width + offs_t[:, None] * stride_n + offs_d[None, :]
@@ -110,6 +115,23 @@ def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_
     acc = acc / l_i[:, None]
     dst = out + b.to(tl.int64) * out_stride_b + h * HEAD_DIM + offs_m[:, None] * out_stride_n + offs_d[None, :]
     tl.store(dst, acc.to(out.dtype.element_ty), mask=rows[:, None])
+
+
+@triton.jit
+def _attention_kernel(qkv, out, n_tokens, heads, width, stride_b, stride_n, out_stride_b, out_stride_n,
+                      qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      TAIL_N: tl.constexpr, RAW_MAX: tl.constexpr):
+    # Inductor passes a Python float as fp64 (run 25): in fp64 the whole softmax, and `tl.dot` with an
+    # fp64 accumulator fails to compile
+    qk_scale = tl.cast(qk_scale, tl.float32)
+    b, h, base, offs_m, rows, q, k_ptrs, v_ptrs, m_i, l_i, acc = query_block(
+        qkv, n_tokens, heads, width, stride_b, stride_n, HEAD_DIM, BLOCK_M, BLOCK_N)
+    full = (n_tokens // BLOCK_N) * BLOCK_N  # unmasked blocks first, the ragged tail once
+    for start in range(0, full, BLOCK_N):
+        m_i, l_i, acc = _scores_block(q, k_ptrs, v_ptrs, m_i, l_i, acc, stride_n, start, n_tokens, qk_scale,
+                                      BLOCK_N, False, RAW_MAX)
+    finish_rows(q, base, b, h, offs_m, rows, m_i, l_i, acc, out, n_tokens, width, stride_n, out_stride_b,
+                out_stride_n, qk_scale, full, HEAD_DIM, TAIL_N, RAW_MAX)
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages): the fastest of 14 tiles on the H100 at 257-3137 tokens
@@ -136,14 +158,15 @@ def tail_block(n_tokens: int, block_n: int) -> int:
     return min(block_n, max(16, triton.next_power_of_2(rest)))
 
 
-def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> torch.Tensor:
+def launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int], kernel=_attention_kernel) -> torch.Tensor:
+    """`kernel`: the shipped one, or an experiment with the same arguments."""
     b, n, three_c = qkv.shape
     width = three_c // 3
     head_dim = width // heads
     out = torch.empty((b, n, width), dtype=qkv.dtype, device=qkv.device)
     block_m, block_n, num_warps, num_stages = tile
     grid = (triton.cdiv(n, block_m), b * heads)
-    torch.library.wrap_triton(_attention_kernel)[grid](
+    torch.library.wrap_triton(kernel)[grid](
         qkv, out, n, heads, width, qkv.stride(0), qkv.stride(1), out.stride(0), out.stride(1),
         head_dim ** -0.5 * LOG2E, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
         TAIL_N=tail_block(n, block_n), RAW_MAX=RAW_MAX, num_warps=num_warps, num_stages=num_stages)
@@ -155,7 +178,7 @@ def _launch(qkv: torch.Tensor, heads: int, tile: tuple[int, int, int, int]) -> t
 @torch.library.triton_op("lseg::attention", mutates_args=())
 def _attention_op(qkv: torch.Tensor, heads: int, block_m: int, block_n: int, num_warps: int,
                   num_stages: int) -> torch.Tensor:
-    return _launch(qkv, heads, (block_m, block_n, num_warps, num_stages))
+    return launch(qkv, heads, (block_m, block_n, num_warps, num_stages))
 
 
 def check_qkv(qkv: torch.Tensor, heads: int) -> None:
