@@ -10,6 +10,8 @@
 #   six - the new defaults at 260-780 px with the end-to-end modes and fidelity; batch 16 x 480 A-B-A
 #         against the scaled row max (the third step runs only if the deadline allows)
 #   six-rest - 910 px and the regression gate
+#   check - after the kernel's prologue and tail became shared jit helpers: tests/test_kernels.py natively,
+#         then the kernel alone (shipped, scaled, rotated) at the shipped tile, to compare with run 51
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-softmax}" in
@@ -32,5 +34,11 @@ six-rest)
     --profile base --deadline 60 --name six_910 2>&1 | noise | tee "$OUT/six_910.log" | cut -c1-240
   regression_gate 400 12
   ;;
-*) echo "usage: $0 [softmax|six|six-rest]" >&2; exit 2 ;;
+check)
+  timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py 2>&1 | tee "$OUT/test_kernels.log" | tail -6
+  timeout 150 python3 scripts/gpu_attention_kernel.py --kernels shipped scaled pipelined --deadline 120 \
+    --tiles 64,64,4,3 2>&1 | noise | tee "$OUT/attention_check.log"
+  cp "$OUT/attention_tiles.json" "$OUT/attention_check.json" 2>/dev/null
+  ;;
+*) echo "usage: $0 [softmax|six|six-rest|check]" >&2; exit 2 ;;
 esac
