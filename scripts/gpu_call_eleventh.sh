@@ -12,6 +12,8 @@
 #   six-rest - 910 px and the regression gate
 #   check - after the kernel's prologue and tail became shared jit helpers: tests/test_kernels.py natively,
 #         then the kernel alone (shipped, scaled, rotated) at the shipped tile, to compare with run 51
+#   coord - batch 16 x 480 with Inductor's coordinate-descent tuning of its Triton kernels (the 48
+#         LayerNorm kernels ran at ~2-2.5 TB/s in run 20's trace, ~2.3 ms a forward), A-B-A-B
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-softmax}" in
@@ -40,5 +42,9 @@ check)
     --tiles 64,64,4,3 2>&1 | noise | tee "$OUT/attention_check.log"
   cp "$OUT/attention_tiles.json" "$OUT/attention_check.json" 2>/dev/null
   ;;
-*) echo "usage: $0 [softmax|six|six-rest|check]" >&2; exit 2 ;;
+coord)
+  timeout 560 python3 scripts/gpu_levers.py --variants base,coord,base~2,coord~2 --sizes 480 --batch 16 \
+    --iterations 100 --e2e none --profile base,coord --deadline 470 --name b16_coord 2>&1 | noise | tee "$OUT/b16_coord.log"
+  ;;
+*) echo "usage: $0 [softmax|six|six-rest|check|coord]" >&2; exit 2 ;;
 esac
