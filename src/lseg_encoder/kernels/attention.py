@@ -56,9 +56,9 @@ def online_softmax_step(qk, v, m_i, l_i, acc, qk_scale, RAW_MAX: tl.constexpr = 
     RAW_MAX: the row max of the raw scores, times the scale, instead of the max of the scaled scores.
     The two are equal to the bit (the scale is positive and rounding is monotone), but the scores
     are then scaled only inside the exponent's fused multiply-add: 32 multiplies fewer per thread and
-    key block, a tenth of the loop's instructions (sm_90 SASS, 322 -> 292). On the H100 (run 51,
-    docs/benchmarks.md eleventh session) the kernel became 0.1-4.3 % faster from 260 to 910 px and
-    1.1 % at batch 16 x 480, the batch-16 forward 0.7-1.0 %.
+    key block, a tenth of the loop's instructions (sm_90 SASS, 322 -> 292). On the H100 (runs 51, 53,
+    56; docs/benchmarks.md eleventh session) the kernel alone is 1.6-4.4 % faster from 520 to 910 px
+    (within 1 % below that, and at batch 16 within its spread), the batch-16 forward 0.5-1.0 %.
 
     (The denominator as a tensor-core product of the weights with ones, 20 instructions fewer, was
     0.8-1.5 % slower at batch 16 and up to 20 % slower alone: run 52, commit bcff58d.)"""
