@@ -14,6 +14,8 @@
 #         then the kernel alone (shipped, scaled, rotated) at the shipped tile, to compare with run 51
 #   coord - batch 16 x 480 with Inductor's coordinate-descent tuning of its Triton kernels (the 48
 #         LayerNorm kernels ran at ~2-2.5 TB/s in run 20's trace, ~2.3 ms a forward), A-B-A-B
+#   autotune - batch 16 x 480 with Inductor's GEMM templates autotuned against cuBLAS (`autotune-gemm`;
+#         run 20's trace had the K = 1024 GEMMs at 610-660 TFLOP/s against 720 for fc2), A-B-A
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-softmax}" in
@@ -46,5 +48,10 @@ coord)
   timeout 560 python3 scripts/gpu_levers.py --variants base,coord,base~2,coord~2 --sizes 480 --batch 16 \
     --iterations 100 --e2e none --profile base,coord --deadline 470 --name b16_coord 2>&1 | noise | tee "$OUT/b16_coord.log"
   ;;
-*) echo "usage: $0 [softmax|six|six-rest|check|coord]" >&2; exit 2 ;;
+autotune)
+  timeout 580 python3 scripts/gpu_levers.py --variants base,autotune-gemm,base~2 --sizes 480 --batch 16 \
+    --iterations 100 --e2e none --profile base,autotune-gemm --deadline 500 --name b16_autotune 2>&1 | noise \
+    | grep -v -E "^AUTOTUNE|^ +[A-Za-z_0-9]+ [0-9.]+ ms|SingleProcess|select_algorithm" | tee "$OUT/b16_autotune.log"
+  ;;
+*) echo "usage: $0 [softmax|six|six-rest|check|coord|autotune]" >&2; exit 2 ;;
 esac
