@@ -8,14 +8,14 @@
 #   run 52 (`mma-sum`, at commit bcff58d): the softmax denominator as a tensor-core product with ones
 #         (`attention.MMA_SUM`), the same two steps; slower, so removed with its mode
 #   six - the new defaults at 260-780 px with the end-to-end modes and fidelity; batch 16 x 480 A-B-A
-#         against the scaled row max (the third step runs only if the deadline allows)
-#   six-rest - 910 px and the regression gate
+#         against the scaled row max (the third step runs only if the deadline allows) (run 53)
+#   six-rest - 910 px and the regression gate (run 54)
 #   check - after the kernel's prologue and tail became shared jit helpers: tests/test_kernels.py natively,
-#         then the kernel alone (shipped, scaled, rotated) at the shipped tile, to compare with run 51
+#         then the kernel alone (shipped, scaled, rotated) at the shipped tile, to compare with run 51 (run 56)
 #   coord - batch 16 x 480 with Inductor's coordinate-descent tuning of its Triton kernels (the 48
-#         LayerNorm kernels ran at ~2-2.5 TB/s in run 20's trace, ~2.3 ms a forward), A-B-A-B
+#         LayerNorm kernels ran at ~2-2.5 TB/s in run 20's trace, ~2.3 ms a forward), A-B-A-B (run 57)
 #   autotune - batch 16 x 480 with Inductor's GEMM templates autotuned against cuBLAS (`autotune-gemm`;
-#         run 20's trace had the K = 1024 GEMMs at 610-660 TFLOP/s against 720 for fc2), A-B-A
+#         run 20's trace had the K = 1024 GEMMs at 610-660 TFLOP/s against 720 for fc2), A-B-A (run 59)
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-softmax}" in
