@@ -46,7 +46,8 @@ def attend(qkv: torch.Tensor, stages: int, maxnreg: int | None) -> torch.Tensor:
     attention._attention_kernel[(triton.cdiv(n, block_m), b * 16)](
         qkv, out, n, 16, three_c // 3, qkv.stride(0), qkv.stride(1), out.stride(0), out.stride(1),
         64 ** -0.5 * attention.LOG2E, HEAD_DIM=64, BLOCK_M=block_m, BLOCK_N=block_n,
-        TAIL_N=attention.tail_block(n, block_n), num_warps=warps, num_stages=stages, **extra)
+        TAIL_N=attention.tail_block(n, block_n), RAW_MAX=attention.RAW_MAX, num_warps=warps, num_stages=stages,
+        **extra)
     return out
 
 
