@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Issue 13, twelfth session (2026-11-26), H100 calls:
+#   lt - the ViT's four GEMMs at every seed size's token count and at batch 16 x 480: PyTorch's cuBLASLt
+#        call against up to 64 candidates of cuBLASLt's heuristic each, with 1 and 32 MiB of workspace
+#        (scripts/gpu_lt_search.py); then PyTorch's calls alone in two processes, with its default
+#        cuBLASLt workspace and with CUBLASLT_WORKSPACE_SIZE=32768 (KiB), the one knob that needs no code
+set -u
+. "$(dirname "$0")/gpu_env.sh"
+case "${1:-lt}" in
+lt)
+  timeout 370 python3 scripts/gpu_lt_search.py --deadline 330 2>&1 | noise | tee "$OUT/lt_search.log"
+  timeout 95 python3 scripts/gpu_lt_search.py --torch-only --deadline 75 --name lt_torch 2>&1 | noise \
+    | tee "$OUT/lt_torch.log"
+  CUBLASLT_WORKSPACE_SIZE=32768 timeout 95 python3 scripts/gpu_lt_search.py --torch-only --deadline 75 \
+    --name lt_torch_ws32 2>&1 | noise | tee "$OUT/lt_torch_ws32.log"
+  ;;
+*) echo "usage: $0 [lt]" >&2; exit 2 ;;
+esac
