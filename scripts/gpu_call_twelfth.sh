@@ -9,6 +9,7 @@ set -u
 case "${1:-lt}" in
 lt)
   timeout 370 python3 scripts/gpu_lt_search.py --deadline 330 2>&1 | noise | tee "$OUT/lt_search.log"
+  echo "lt_search exit ${PIPESTATUS[0]}"
   timeout 95 python3 scripts/gpu_lt_search.py --torch-only --deadline 75 --name lt_torch 2>&1 | noise \
     | tee "$OUT/lt_torch.log"
   CUBLASLT_WORKSPACE_SIZE=32768 timeout 95 python3 scripts/gpu_lt_search.py --torch-only --deadline 75 \

@@ -22,6 +22,7 @@ nvidia-cublas wheel).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import glob
 import json
 import os
@@ -201,6 +202,8 @@ def search_shape(ext, name: str, m: int, deadline: float) -> dict:
     for ws in WORKSPACES if ext else ():
         key = f"{name}/{m}/{ws}"
         lines = ext.lt_prepare(key, m, n, k, name == "fc1+gelu", ws, 64)
+        if not row["candidates"] and ws == WORKSPACES[0]:
+            print(f"  {key}: {len(lines)} candidates, first: {lines[:1]}", flush=True)
         for index, text in enumerate(lines):
             if time.monotonic() > deadline:
                 row["cut_by_deadline"] = True
@@ -225,6 +228,7 @@ def main() -> None:
                         help="time PyTorch's calls only (to compare processes run with other cuBLAS settings)")
     parser.add_argument("--name", default="lt_search", help="stem of the JSON written under $OUT")
     args = parser.parse_args()
+    faulthandler.enable()  # a crash inside cuBLASLt names the Python line that called it
     start = time.monotonic()
     out = Path(os.environ.get("OUT", "out"))
     out.mkdir(parents=True, exist_ok=True)
