@@ -42,12 +42,14 @@ CPP = r"""
 #include <torch/extension.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cublasLt.h>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
-#include <sstream>
 
 namespace {
 
 void check(cublasStatus_t status, const char* what) {
+  if (std::getenv("LT_TRACE")) std::fprintf(stderr, "lt: %s -> %d\n", what, static_cast<int>(status));
   TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS, what, " failed: cublasStatus ", static_cast<int>(status));
 }
 
@@ -77,19 +79,19 @@ std::map<std::string, Plan>& plans() {
   return table;
 }
 
-std::string describe(const cublasLtMatmulAlgo_t& algo) {
-  auto get = [&](cublasLtMatmulAlgoConfigAttributes_t attr) {
-    int32_t value = -1;
-    size_t written = 0;
-    cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &value, sizeof(value), &written);
-    return value;
-  };
-  std::ostringstream text;
-  text << "id" << get(CUBLASLT_ALGO_CONFIG_ID) << " tile" << get(CUBLASLT_ALGO_CONFIG_TILE_ID)
-       << " stages" << get(CUBLASLT_ALGO_CONFIG_STAGES_ID) << " splitk" << get(CUBLASLT_ALGO_CONFIG_SPLITK_NUM)
-       << " red" << get(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) << " swz" << get(CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING)
-       << " cluster" << get(CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID);
-  return text.str();
+// The candidate as the heuristic returned it: its waves (the grid over the SMs) and the opaque words of the
+// algorithm. Built with snprintf: run 62 crashed on the first candidate in code that formatted it with an
+// std::ostringstream (and read its tile through cublasLtMatmulAlgoConfigGetAttribute); run 63, without the
+// attribute reads, crashed at the same place.
+std::string describe(const cublasLtMatmulHeuristicResult_t& result) {
+  char text[320];
+  int used = std::snprintf(text, sizeof(text), "waves %.2f algo", static_cast<double>(result.wavesCount));
+  for (uint64_t word : result.algo.data) {
+    if (used < 0 || used >= static_cast<int>(sizeof(text)) - 20) break;
+    used += std::snprintf(text + used, sizeof(text) - static_cast<size_t>(used), " %llx",
+                          static_cast<unsigned long long>(word));
+  }
+  return std::string(text);
 }
 
 }  // namespace
@@ -123,11 +125,15 @@ std::vector<std::string> lt_prepare(const std::string& key, int64_t m, int64_t n
   cublasLtMatmulPreferenceDestroy(preference);
   std::vector<std::string> lines;
   for (int i = 0; i < returned; ++i) {
+    if (std::getenv("LT_TRACE")) std::fprintf(stderr, "lt: candidate %d state %d\n", i, int(found[i].state));
     if (found[i].state != CUBLAS_STATUS_SUCCESS) continue;
     plan.algos.push_back(found[i]);
-    lines.push_back(describe(found[i].algo) + " ws" + std::to_string(found[i].workspaceSize));
+    if (std::getenv("LT_TRACE")) std::fprintf(stderr, "lt: candidate %d kept\n", i);
+    lines.push_back(describe(found[i]) + " ws" + std::to_string(found[i].workspaceSize));
+    if (std::getenv("LT_TRACE")) std::fprintf(stderr, "lt: candidate %d described\n", i);
   }
   plans()[key] = plan;  // the descriptors live as long as the process: a measurement script
+  if (std::getenv("LT_TRACE")) std::fprintf(stderr, "lt: %zu candidates kept for %s\n", lines.size(), key.c_str());
   return lines;
 }
 
