@@ -4,6 +4,9 @@
 #        call against up to 64 candidates of cuBLASLt's heuristic each, with 1 and 32 MiB of workspace
 #        (scripts/gpu_lt_search.py); then PyTorch's calls alone in two processes, with its default
 #        cuBLASLt workspace and with CUBLASLT_WORKSPACE_SIZE=32768 (KiB), the one knob that needs no code
+#        (run 60 timed only the last two: the search crashed; runs 61-63 traced it; run 64 the search alone)
+#   tuned - tests/test_tuned_linear.py natively (builds kernels/lt_linear.cpp), then the compiled runner with
+#        the blocks' Linears on the tuned cuBLASLt op against the defaults at 260 and 520 px, A-B-A-B
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-lt}" in
@@ -15,5 +18,10 @@ lt)
   CUBLASLT_WORKSPACE_SIZE=32768 timeout 95 python3 scripts/gpu_lt_search.py --torch-only --deadline 75 \
     --name lt_torch_ws32 2>&1 | noise | tee "$OUT/lt_torch_ws32.log"
   ;;
-*) echo "usage: $0 [lt]" >&2; exit 2 ;;
+tuned)
+  timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_tuned_linear.py 2>&1 | tail -6
+  timeout 400 python3 scripts/gpu_levers.py --variants base,lt-tuned,base~2,lt-tuned~2 --sizes 260 520 \
+    --e2e none --profile base,lt-tuned --deadline 330 --name tuned 2>&1 | noise | tee "$OUT/tuned.log" | cut -c1-250
+  ;;
+*) echo "usage: $0 [lt|tuned]" >&2; exit 2 ;;
 esac
