@@ -36,7 +36,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lseg_encoder.kernels import attention
 from lseg_encoder.kernels.attention import attention_from_qkv
-from lseg_encoder.suites.timing import cuda_graph_ms
 
 KERNELS = {"shipped": attention_from_qkv}  # name: (qkv, heads, tile=) -> (B, N, C)
 
@@ -69,8 +68,28 @@ def with_flag(flag: str, value: bool):
 
 
 def graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
-    """`suites.timing.cuda_graph_ms`, under the name the other scripts import from here."""
-    return cuda_graph_ms(fn, reps=reps, samples=samples)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(samples):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        times.append((a, b))
+    torch.cuda.synchronize()
+    return sorted(s.elapsed_time(e) for s, e in times)[samples // 2] / reps
 
 
 def main() -> None:

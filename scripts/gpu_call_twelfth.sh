@@ -5,9 +5,10 @@
 #        (scripts/gpu_lt_search.py); then PyTorch's calls alone in two processes, with its default
 #        cuBLASLt workspace and with CUBLASLT_WORKSPACE_SIZE=32768 (KiB), the one knob that needs no code
 #        (run 60 timed only the last two: the search crashed; runs 61-63 traced it; run 64 the search alone)
-#   tuned - tests/test_tuned_linear.py natively (builds kernels/lt_linear.cpp), then the compiled runner with
-#        the blocks' Linears on the tuned cuBLASLt op against the defaults at 260 and 520 px, A-B-A-B (run 65)
-#   tuned-b16 - the tests verbosely (run 65's pytest crashed), then the same A-B-A-B at batch 16 x 480 px
+#   run 65 (`tuned`, at commit ffd5847): tests/test_tuned_linear.py natively, then the compiled runner with
+#        the blocks' Linears on the tuned cuBLASLt op (`CompiledRunner(tuned_gemms=True)`, gpu_levers.py
+#        `lt-tuned`) against the defaults at 260 and 520 px, A-B-A-B; run 66 (`tuned-b16`, at commit
+#        929a7d3) the same at batch 16 x 480 px. No gain: the option, its tests and both modes were removed
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-lt}" in
@@ -19,17 +20,5 @@ lt)
   CUBLASLT_WORKSPACE_SIZE=32768 timeout 95 python3 scripts/gpu_lt_search.py --torch-only --deadline 75 \
     --name lt_torch_ws32 2>&1 | noise | tee "$OUT/lt_torch_ws32.log"
   ;;
-tuned)
-  timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_tuned_linear.py 2>&1 | tail -6
-  timeout 400 python3 scripts/gpu_levers.py --variants base,lt-tuned,base~2,lt-tuned~2 --sizes 260 520 \
-    --e2e none --profile base,lt-tuned --deadline 330 --name tuned 2>&1 | noise | tee "$OUT/tuned.log" | cut -c1-250
-  ;;
-tuned-b16)
-  timeout 100 python3 -m pytest -x -v -p no:cacheprovider tests/test_tuned_linear.py 2>&1 \
-    | grep -E "PASSED|FAILED|SKIPPED|ERROR|Fatal|File \"/work" | head -20
-  timeout 480 python3 scripts/gpu_levers.py --variants base,lt-tuned,base~2,lt-tuned~2 --sizes 480 --batch 16 \
-    --iterations 100 --e2e none --profile base,lt-tuned --deadline 380 --name tuned_b16 2>&1 | noise \
-    | tee "$OUT/tuned_b16.log" | cut -c1-250
-  ;;
-*) echo "usage: $0 [lt|tuned|tuned-b16]" >&2; exit 2 ;;
+*) echo "usage: $0 [lt]" >&2; exit 2 ;;
 esac

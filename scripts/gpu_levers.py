@@ -88,8 +88,6 @@ VARIANTS = {
     # next key block's scores issued before the current block's softmax (scripts/attention_pipelined.py)
     "scaled-max": {"_raw_max": False},
     "pipelined-attn": {"_attention_fn": "pipelined"},
-    # twelfth session: the blocks' Linears on cuBLASLt with an algorithm timed per shape (kernels/lt_linear.py)
-    "lt-tuned": {"tuned_gemms": True},
 }
 T0 = time.perf_counter()
 SHIPPED_ATTENTION = attention.attention_from_qkv  # what `kernel_module_patch` puts back
@@ -305,7 +303,6 @@ def main() -> None:
             for s in sizes:
                 x = inputs[s]
                 x_dev = x.cuda()
-                tuned_before = len(getattr(runner, "gemm_tuning", {}))
                 runner.infer(x_dev, to_host=False)
                 got = runner.infer(x)
                 met = feature_metrics(got, refs[s], text)
@@ -316,14 +313,6 @@ def main() -> None:
                                  "passes_fp16_row": met.pixel_cos_p01 >= tol.pixel_cos_p01
                                  and met.label_agreement >= 0.995 and met.rel_l2 <= tol.rel_l2}
                 log(f"{name} {s}: {st.median_ms:.3f} ± {st.std_ms:.3f} ms, compile {cell['compile_s']:.1f} s, {met}")
-                tuning = list(getattr(runner, "gemm_tuning", {}).values())[tuned_before:]  # this size's shapes
-                if tuning:
-                    cell["gemm_tuning"] = tuning
-                    for row in tuning:
-                        log(f"  tuned {row['shape']}: first {row['first_ms'] * 1e3:.2f} us, best of "
-                            f"{row['candidates']} {row.get('best_ms', float('nan')) * 1e3:.2f} us, again "
-                            f"{row.get('again_first_ms', float('nan')) * 1e3:.2f} / "
-                            f"{row.get('again_best_ms', float('nan')) * 1e3:.2f} us, chosen {row['chosen']}")
                 if args.fp16_out:
                     st16 = time_runner(runner, x, mode="device", warmup=10, iterations=args.iterations,
                                        out_dtype=torch.float16)

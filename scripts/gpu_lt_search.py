@@ -13,8 +13,7 @@ candidate is not clearly faster than PyTorch's choice, no custom GEMM op is wort
 fp16, the four Linears of a ViT-L block at the token counts of the six seed sizes and of batch
 16 x 480 px. Each variant is captured 20 times into one CUDA graph and timed with CUDA events (median
 of 30 replays / 20), as scripts/gpu_attention_kernel.py does. Candidates run through the op of
-src/lseg_encoder/kernels/lt_linear.cpp (compiled on first use; until run 64 this script carried its own
-copy of that C++, which is where the search was first written).
+scripts/lt_linear.cpp (compiled on first use; run 64 ran this script's own first copy of that C++).
 
     PYTHONPATH=src python3 scripts/gpu_lt_search.py [--rows 257 1025] [--deadline 400]
 """
@@ -31,8 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from gpu_attention_kernel import graph_ms  # scripts/ is on sys.path when this runs as a script
-
-from lseg_encoder.kernels.lt_linear import Shape, extension, linear
+from lt_linear import Shape, extension, linear
 
 LINEARS = {"qkv": (1024, 3072), "proj": (1024, 1024), "fc1+gelu": (1024, 4096), "fc2": (4096, 1024)}
 # tokens: (s / 16)^2 + 1 at 260 / 390 / 520 / 650 / 780 / 910 px; 16 x 901 at batch 16 x 480 px

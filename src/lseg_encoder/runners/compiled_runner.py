@@ -29,9 +29,7 @@ default for fp16/bf16 on CUDA since the eighth session (`model.fused_finish.fuse
 graph since graph revision 8 (`model.fused_finish.FusedFinish`). `attention="triton"` runs the ViT's
 attention on the hand-written kernel of `kernels.attention` (`model.kernel_attention`): no permute,
 no SDPA memset; the default for fp16/bf16 on CUDA (`attention_default`; 0.3-7.4 % faster at 260-910 px
-on the H100, seventh session). `tuned_gemms` runs the blocks' Linears on `kernels.lt_linear`'s cuBLASLt
-op with an algorithm timed per shape before each bucket compiles (`model.tuned_linear`; off by default:
-it compiles a C++ extension on first use; twelfth session).
+on the H100, seventh session).
 """
 
 from __future__ import annotations
@@ -77,7 +75,7 @@ class CompiledRunner(TorchRunner):
                  config=None, fold_bn: bool = True, freezing: bool = True, attention: str | None = None,
                  channels_last: bool = False, inductor: dict | None = None, gelu_epilogue: bool | None = None,
                  late_upsample: bool = True, finish_in_graph: bool | None = None, patch_gemm: bool = True,
-                 readout_gemm: bool = True, fused_finish: bool | None = None, tuned_gemms: bool = False):
+                 readout_gemm: bool = True, fused_finish: bool | None = None):
         if mode not in MODES:
             raise LsegError(f"unknown torch.compile mode {mode!r}; use one of {MODES}")
         if attention is not None and attention not in ATTENTION:
@@ -107,11 +105,6 @@ class CompiledRunner(TorchRunner):
             raise LsegError("fused_finish needs CUDA, CUDA graphs with the finish outside them "
                             "(finish_in_graph=False) and late_upsample")
         self.fused_finish = fused_finish
-        if tuned_gemms and (self.device.type != "cuda" or precision not in ("fp16", "bf16")):
-            raise LsegError("tuned_gemms runs the ViT's Linears on a cuBLASLt op (kernels.lt_linear): "
-                            "CUDA and precision fp16/bf16 only")
-        self.tuned_gemms = tuned_gemms
-        self.gemm_tuning: dict = {}  # Shape -> what kernels.lt_linear.tune measured for it
         if attention == "triton" and self.device.type != "cuda":
             raise LsegError("attention='triton' runs a CUDA kernel (kernels.attention); use 'auto' off CUDA")
         if attention == "triton" and precision == "fp32":
@@ -157,12 +150,6 @@ class CompiledRunner(TorchRunner):
             use_gelu_epilogue(self.model)
         if self.attention == "triton":
             use_kernel_attention(self.model)
-        if self.tuned_gemms:
-            from ..kernels.lt_linear import extension
-            from ..model.tuned_linear import use_tuned_linears
-
-            extension()  # built (or found in PyTorch's extension cache) now, not inside the first compile
-            use_tuned_linears(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         for p in self.model.parameters():
@@ -196,8 +183,6 @@ class CompiledRunner(TorchRunner):
                       "accumulated_recompile_limit": max(torch._dynamo.config.accumulated_recompile_limit, 1024)}
             # dynamic=False: one specialised graph per bucket, no recompiles on shape guards
             split = self._split
-            if self.tuned_gemms:
-                self._tune_gemms(x, split)
             trunk = torch.compile(self.model.trunk if split else self.model, mode=self.mode, dynamic=False,
                                   fullgraph=True)
             # the normalisation is never a CUDA graph: its output must be memory the caller owns
@@ -215,18 +200,6 @@ class CompiledRunner(TorchRunner):
             self.compile_seconds.setdefault(shape, time.perf_counter() - t0)  # the first variant of a shape
             self._compiled[key] = fns
         return fns
-
-    def _tune_gemms(self, x: torch.Tensor, split: bool) -> None:
-        """Choose cuBLASLt algorithms for the GEMM shapes of x's bucket not tuned yet (before its
-        compile: the CUDA graph records whatever algorithm each shape has when it is captured)."""
-        from ..kernels.lt_linear import tune
-        from ..model.tuned_linear import gemm_shapes
-
-        x = x.to(self.device)
-        shapes = gemm_shapes(self.model.trunk if split else self.model, x, self.model)
-        fresh = [s for s in shapes if s not in self.gemm_tuning]
-        for shape, row in zip(fresh, tune(fresh, self.device)):
-            self.gemm_tuning[shape] = row
 
     def _finish(self):
         """(head, dtype) -> features: the Triton upsample + normalisation kernel, or Inductor's."""

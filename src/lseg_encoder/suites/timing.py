@@ -109,35 +109,6 @@ def time_runner(runner, x: torch.Tensor, *, mode: str = "device", warmup: int = 
                         timer="cuda-events" if events else "perf_counter", **summarize(times))
 
 
-def cuda_graph_ms(fn, reps: int = 20, samples: int = 30) -> float:
-    """Median ms of one `fn()` call: `reps` calls captured into one CUDA graph, replayed `samples` times
-    between CUDA events. For kernels of a few microseconds, where launching from Python would cost more
-    than the kernel; how the micro-benchmarks in scripts/ and the GEMM tuning of `kernels.lt_linear`
-    time a single op. Three eager calls on a side stream first (allocator, lazy initialisation)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    for _ in range(3):
-        graph.replay()
-    torch.cuda.synchronize()
-    spans = []
-    for _ in range(samples):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        spans.append((start, end))
-    torch.cuda.synchronize()
-    return sorted(s.elapsed_time(e) for s, e in spans)[samples // 2] / reps
-
-
 def encoder_flops(config, height: int, width: int, batch: int = 1) -> int:
     """FLOPs (2 per multiply-add) of one forward, counted by torch's FlopCounterMode on the meta
     device, so it costs no memory or time even for ViT-L at 910 px."""

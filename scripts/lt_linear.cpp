@@ -1,14 +1,15 @@
-// A Linear (and fc1 + bias + GELU) as one cuBLASLt call with an algorithm chosen per shape (issue 13).
+// A Linear (and fc1 + bias + GELU) as one cuBLASLt call with an algorithm chosen per shape (issue 13,
+// twelfth session; an experiment, see lt_linear.py for what it showed).
 //
-// Why: PyTorch asks cuBLASLt's heuristic for one algorithm per GEMM shape. On the H100 another of the
-// heuristic's own candidates was 8-19 % faster for the ViT's 257-row GEMMs and up to 20 % for single
-// shapes at other sizes (scripts/gpu_lt_search.py, run 64). This op runs the same cublasLtMatmul call
-// PyTorch's gemm_and_bias makes (fp32 compute, bias or GELU+bias epilogue), with the algorithm that
-// `choose` set for the shape, or the heuristic's first (what PyTorch runs) where none was chosen.
+// The op makes the cublasLtMatmul call PyTorch's gemm_and_bias makes (fp32 compute, bias or GELU+bias
+// epilogue), with the algorithm `choose` set for the shape, or the heuristic's first (what PyTorch runs).
+// `lseg_lt::linear(x, weight, bias, gelu)` is registered for CUDA; lt_linear.py adds its fake
+// implementation. The choices live in this process.
 //
-// The op `lseg_lt::linear(x, weight, bias, gelu)` is registered for CUDA; Python adds its fake
-// implementation (lseg_encoder.kernels.lt_linear). The choices live in this process: Python sets them
-// after timing the candidates (`candidates`, `choose`, `forget`).
+// On the GPU machine (torch 2.11+cu130, its g++), anything in an extension built there that formats with
+// std::ostringstream crashed with a segmentation fault (runs 61-63), and so does every failing TORCH_CHECK,
+// whose message c10::str formats that way (run 66: the test of `choose` with a malformed algorithm).
+// Nothing here formats a string on the success path.
 #include <torch/extension.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
