@@ -9,6 +9,9 @@
 #        the blocks' Linears on the tuned cuBLASLt op (`CompiledRunner(tuned_gemms=True)`, gpu_levers.py
 #        `lt-tuned`) against the defaults at 260 and 520 px, A-B-A-B; run 66 (`tuned-b16`, at commit
 #        929a7d3) the same at batch 16 x 480 px. No gain: the option, its tests and both modes were removed
+#   final - the shipped defaults at all six seed sizes in one process: device-only, end-to-end modes, the
+#        kernel profile and fidelity per size (780 and 390 first: run 53 lost 780's row to its limit, and
+#        its 390 px stream was the one outlier) (run 67)
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-lt}" in
@@ -20,5 +23,9 @@ lt)
   CUBLASLT_WORKSPACE_SIZE=32768 timeout 95 python3 scripts/gpu_lt_search.py --torch-only --deadline 75 \
     --name lt_torch_ws32 2>&1 | noise | tee "$OUT/lt_torch_ws32.log"
   ;;
-*) echo "usage: $0 [lt]" >&2; exit 2 ;;
+final)
+  timeout 570 python3 scripts/gpu_levers.py --variants base --sizes 780 390 260 520 650 910 --e2e base \
+    --profile base --deadline 500 --name final 2>&1 | noise | tee "$OUT/final.log" | cut -c1-250
+  ;;
+*) echo "usage: $0 [lt|final]" >&2; exit 2 ;;
 esac
