@@ -12,6 +12,9 @@
 #   final - the shipped defaults at all six seed sizes in one process: device-only, end-to-end modes, the
 #        kernel profile and fidelity per size (780 and 390 first: run 53 lost 780's row to its limit, and
 #        its 390 px stream was the one outlier) (run 67)
+#   extract-dtype - the extract job's fp16 features written by the finish kernel against fp32 features cast
+#        afterwards (the path before), batch 16 and 8 at 480 px, device-only and FeatureComputer.native_batch,
+#        A-B-A-B in one process (scripts/gpu_extract_dtype.py) (run 68)
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-lt}" in
@@ -27,5 +30,9 @@ final)
   timeout 570 python3 scripts/gpu_levers.py --variants base --sizes 780 390 260 520 650 910 --e2e base \
     --profile base --deadline 500 --name final 2>&1 | noise | tee "$OUT/final.log" | cut -c1-250
   ;;
-*) echo "usage: $0 [lt|final]" >&2; exit 2 ;;
+extract-dtype)
+  export LSEG_CACHE_DIR=${LSEG_CACHE_DIR:-$PWD/.artifact-cache}
+  timeout 400 python3 scripts/gpu_extract_dtype.py --batches 16 8 2>&1 | noise | tee "$OUT/extract_dtype.log"
+  ;;
+*) echo "usage: $0 [lt|final|extract-dtype]" >&2; exit 2 ;;
 esac

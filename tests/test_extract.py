@@ -348,3 +348,30 @@ def test_devices_names_are_parsed_as_every_device_flag_is(monkeypatch):
         parse_devices("cuda:x")
     with pytest.raises(LsegError, match="cuda:2 does not exist"):
         parse_devices("cuda:2")
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "fp32"])
+def test_native_batch_asks_the_runner_for_the_stored_dtype_with_the_same_values(tiny_checkpoint, tiny_encoder,
+                                                                                 dtype):
+    """Without PCA or resize the runner writes the stored dtype itself (the compiled runner's finish kernel
+    then skips an fp32 write and a cast kernel); the stored values are those of the fp32 output, cast."""
+    from lseg_encoder.extract.compute import DTYPES, FeatureComputer, JobSpec
+
+    spec = JobSpec(weights=str(tiny_checkpoint), backbone="tiny", backend="torch", device="cpu",
+                   recipe_options={"size": list(SIZE)}, dtype=dtype, batch=2)
+    computer = FeatureComputer(spec, tiny_encoder)
+    asked = []
+    infer = computer.runner.infer
+
+    def recording(x, **kw):
+        asked.append(kw.get("out_dtype"))
+        return infer(x, **kw)
+
+    computer.runner.infer = recording
+    pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, *SIZE, 3), dtype=np.uint8))
+    stored = computer.native_batch(pixels)
+    raw = computer.native_batch(pixels, raw=True)  # the fp32 output, as the PCA fit reads it
+    assert asked == [DTYPES[dtype], None]
+    for got, full in zip(stored, raw):
+        assert got.dtype == np.dtype(dtype.replace("fp", "float")) and full.dtype == np.float32
+        np.testing.assert_array_equal(got, full.astype(got.dtype))
