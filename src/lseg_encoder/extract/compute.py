@@ -148,8 +148,8 @@ class FeatureComputer:
         """No PCA and no resize: the stored features are the runner's, in the stored dtype. The runner is
         then asked for that dtype, and the compiled runner's finish kernel writes fp16 itself (the same
         values: it rounds the fp32 result it would have written) instead of fp32 features that a cast
-        kernel reads back. At batch 16 x 480 px that is 0.9 GB written instead of 1.9 GB plus 2.8 GB of
-        cast traffic a batch."""
+        kernel reads back: at batch 16 x 480 px 0.9 GB written instead of 1.9 GB plus 2.8 GB of cast
+        traffic, 4.0-4.6 % less device time a batch on the H100 (docs/benchmarks.md, run 68)."""
         return self.pca is None and self.spec.feature_size is None
 
     def _finish(self, feats: torch.Tensor, raw: bool = False) -> list[np.ndarray]:
