@@ -24,7 +24,7 @@ import torch
 
 from lseg_encoder.fidelity.metrics import feature_metrics
 from lseg_encoder.fidelity.tolerances import tolerance_for
-from lseg_encoder.kernels import attention  # this script runs on CUDA, where torch brings Triton
+from lseg_encoder.kernels import attention, upsample_normalize  # on CUDA, where torch brings Triton
 from lseg_encoder.model import build_encoder
 from lseg_encoder.runners import TorchRunner
 from lseg_encoder.runners.base import host_buffer
@@ -88,9 +88,23 @@ VARIANTS = {
     # next key block's scores issued before the current block's softmax (scripts/attention_pipelined.py)
     "scaled-max": {"_raw_max": False},
     "pipelined-attn": {"_attention_fn": "pipelined"},
+    # twelfth session: the finish kernel in one pass, its norms from neighbour dot products (scripts/finish_gram.py)
+    "gram-finish": {"_finish_fn": "gram"},
 }
 T0 = time.perf_counter()
 SHIPPED_ATTENTION = attention.attention_from_qkv  # what `kernel_module_patch` puts back
+SHIPPED_FINISH = upsample_normalize.upsample2_normalize  # what `finish_module_patch` puts back
+
+
+def finish_module_patch(finish_fn: str | None) -> None:
+    """What the compiled runner's finish launches in the buckets built next (it imports the function when a
+    bucket compiles); `finish_fn` names an experiment in scripts/."""
+    if finish_fn == "gram":
+        from finish_gram import upsample2_normalize_gram
+
+        upsample_normalize.upsample2_normalize = upsample2_normalize_gram
+    else:
+        upsample_normalize.upsample2_normalize = SHIPPED_FINISH
 
 
 def kernel_module_patch(narrow_tail: bool, raw_max: bool, attention_fn: str | None) -> None:
@@ -248,8 +262,6 @@ def main() -> None:
     out = Path(os.environ.get("OUT", "out"))
     out.mkdir(parents=True, exist_ok=True)
     if args.finish_tile:
-        from lseg_encoder.kernels import upsample_normalize
-
         upsample_normalize.TILE = tuple(int(v) for v in args.finish_tile.split(","))
     if args.attention_tile:
         attention.TILE = tuple(int(v) for v in args.attention_tile.split(","))
@@ -293,6 +305,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = kw.pop("_cudnn_benchmark", False)
         kernel_module_patch(narrow_tail=kw.pop("_narrow_tail", True), raw_max=kw.pop("_raw_max", True),
                             attention_fn=kw.pop("_attention_fn", None))
+        finish_module_patch(kw.pop("_finish_fn", None))
         row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}, "blas": blas or "default",
                                            "cudnn_benchmark": torch.backends.cudnn.benchmark,
                                            "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "default")}
