@@ -11,6 +11,10 @@ then needs one pass: the norm from at most 9 gathered values, then interpolate, 
 On the H100 at batch 16 x 480 px the two-pass kernel takes ~1.1 ms with fp32 features (2.0 TB/s);
 writing them once is 0.64 ms at the DRAM's peak.
 
+What it showed (run 70, docs/benchmarks.md twelfth session): 1.3 % faster alone at batch 16 with fp32
+features, slower everywhere else (the extra launch and the gathers cost more than the second
+interpolation), and no change in the model. The kernel is bound by its stores, so it stays an experiment.
+
 Numerics: the same as the two-pass kernel where neighbouring head1 vectors do not nearly cancel
 (|v| much smaller than its corners), which is where rounding in the quadratic form would show.
 
