@@ -15,9 +15,9 @@
 #   extract-dtype - the extract job's fp16 features written by the finish kernel against fp32 features cast
 #        afterwards (the path before), batch 16 and 8 at 480 px, device-only and FeatureComputer.native_batch,
 #        A-B-A-B in one process (scripts/gpu_extract_dtype.py) (run 68)
-#   gram - the finish kernel in one pass with its norms from neighbour dot products (scripts/finish_gram.py):
-#        alone against the shipped two-pass kernel, then batch 16 x 480 in the model, A-B-A-B (run 70;
-#        run 69 found this mode missing)
+#   run 70 (`gram`, at commit 5686beb): the finish kernel in one pass with its norms from neighbour dot
+#        products (scripts/finish_gram.py there), alone against the shipped two-pass kernel, then batch 16 x 480
+#        in the model, A-B-A-B; no gain, so the mode and its scripts were removed (run 69 found the mode missing)
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-lt}" in
@@ -37,11 +37,5 @@ extract-dtype)
   export LSEG_CACHE_DIR=${LSEG_CACHE_DIR:-$PWD/.artifact-cache}
   timeout 400 python3 scripts/gpu_extract_dtype.py --batches 16 8 2>&1 | noise | tee "$OUT/extract_dtype.log"
   ;;
-gram)
-  timeout 120 python3 scripts/gpu_finish_gram.py 2>&1 | noise | tee "$OUT/finish_gram.log"
-  timeout 420 python3 scripts/gpu_levers.py --variants base,gram-finish,base~2,gram-finish~2 --sizes 480 \
-    --batch 16 --iterations 100 --fp16-out --e2e none --profile base,gram-finish --deadline 330 --name b16_gram 2>&1 \
-    | noise | tee "$OUT/b16_gram.log" | cut -c1-250
-  ;;
-*) echo "usage: $0 [lt|final|extract-dtype|gram]" >&2; exit 2 ;;
+*) echo "usage: $0 [lt|final|extract-dtype]" >&2; exit 2 ;;
 esac

@@ -88,23 +88,11 @@ VARIANTS = {
     # next key block's scores issued before the current block's softmax (scripts/attention_pipelined.py)
     "scaled-max": {"_raw_max": False},
     "pipelined-attn": {"_attention_fn": "pipelined"},
-    # twelfth session: the finish kernel in one pass, its norms from neighbour dot products (scripts/finish_gram.py)
-    "gram-finish": {"_finish_fn": "gram"},
+    # twelfth session: `gram-finish`, the finish kernel in one pass with its norms from neighbour dot products
+    # (run 70, at commit 5686beb: no gain in the model; removed with its scripts and finish_module_patch)
 }
 T0 = time.perf_counter()
 SHIPPED_ATTENTION = attention.attention_from_qkv  # what `kernel_module_patch` puts back
-SHIPPED_FINISH = upsample_normalize.upsample2_normalize  # what `finish_module_patch` puts back
-
-
-def finish_module_patch(finish_fn: str | None) -> None:
-    """What the compiled runner's finish launches in the buckets built next (it imports the function when a
-    bucket compiles); `finish_fn` names an experiment in scripts/."""
-    if finish_fn == "gram":
-        from finish_gram import upsample2_normalize_gram
-
-        upsample_normalize.upsample2_normalize = upsample2_normalize_gram
-    else:
-        upsample_normalize.upsample2_normalize = SHIPPED_FINISH
 
 
 def kernel_module_patch(narrow_tail: bool, raw_max: bool, attention_fn: str | None) -> None:
@@ -305,7 +293,6 @@ def main() -> None:
         torch.backends.cudnn.benchmark = kw.pop("_cudnn_benchmark", False)
         kernel_module_patch(narrow_tail=kw.pop("_narrow_tail", True), raw_max=kw.pop("_raw_max", True),
                             attention_fn=kw.pop("_attention_fn", None))
-        finish_module_patch(kw.pop("_finish_fn", None))
         row = results["variants"][name] = {"kwargs": {"precision": precision, **kw}, "blas": blas or "default",
                                            "cudnn_benchmark": torch.backends.cudnn.benchmark,
                                            "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG", "default")}
