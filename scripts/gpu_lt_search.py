@@ -30,17 +30,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from gpu_attention_kernel import graph_ms  # scripts/ is on sys.path when this runs as a script
+from gpu_gemm_rows import LINEARS
+from gpu_gemm_rows import linear as torch_linear  # PyTorch's call for each Linear, as the model makes it
 from lt_linear import Shape, extension, linear
 
-LINEARS = {"qkv": (1024, 3072), "proj": (1024, 1024), "fc1+gelu": (1024, 4096), "fc2": (4096, 1024)}
 # tokens: (s / 16)^2 + 1 at 260 / 390 / 520 / 650 / 780 / 910 px; 16 x 901 at batch 16 x 480 px
 ROWS = (257, 577, 1025, 1601, 2305, 3137, 14416)
 WORKSPACES = (1 << 20, 32 << 20)  # PyTorch's cuBLASLt default (1 MiB) and cuBLAS's Hopper size
-
-def torch_linear(name: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if name == "fc1+gelu":  # what model/gelu_epilogue.py runs
-        return torch._addmm_activation(b, x, w.t(), use_gelu=True)
-    return F.linear(x, w, b)
 
 
 def search_shape(ext, name: str, m: int, deadline: float) -> dict:

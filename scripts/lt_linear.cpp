@@ -50,7 +50,6 @@ struct Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};  // the chosen one, else the heuristic's first
   size_t workspace = 0;
-  bool chosen = false;
 };
 
 constexpr uint64_t kDefaultWorkspace = 1 << 20;  // PyTorch's cuBLASLt workspace (run 64: its pick = this one)
@@ -139,25 +138,19 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
   auto out = at::empty(sizes, xc.options());
   if (m == 0) return out;
   int device = current_device();
-  cublasLtMatmulDesc_t op;
-  cublasLtMatrixLayout_t a, b, d;
-  cublasLtMatmulAlgo_t algo;
-  size_t workspace;
-  {
-    std::lock_guard<std::mutex> hold(plans_lock());
-    Plan& plan = plan_for(key_of(m, n, k, gelu, xc.scalar_type(), device));
-    op = plan.op, a = plan.a, b = plan.b, d = plan.d, algo = plan.algo, workspace = plan.workspace;
-    const void* bias_ptr = bc.data_ptr();
-    check(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)),
-          "BIAS_POINTER");
-    // the bias pointer lives in the shared descriptor: the call is made under the lock too
-    auto space = at::empty({static_cast<int64_t>(workspace > 0 ? workspace : 1)}, xc.options().dtype(at::kByte));
-    float one = 1.0f, zero = 0.0f;
-    check(cublasLtMatmul(handle(device), op, &one, wc.data_ptr(), a, xc.data_ptr(), b, &zero, out.data_ptr(), d,
-                         out.data_ptr(), d, &algo, space.data_ptr(), workspace,
-                         c10::cuda::getCurrentCUDAStream().stream()),
-          "cublasLtMatmul");
-  }
+  // the bias pointer lives in the shared descriptor: the call is made under the lock too
+  std::lock_guard<std::mutex> hold(plans_lock());
+  Plan& plan = plan_for(key_of(m, n, k, gelu, xc.scalar_type(), device));
+  const void* bias_ptr = bc.data_ptr();
+  check(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof(bias_ptr)),
+        "BIAS_POINTER");
+  auto space = at::empty({static_cast<int64_t>(plan.workspace > 0 ? plan.workspace : 1)},
+                         xc.options().dtype(at::kByte));
+  float one = 1.0f, zero = 0.0f;
+  check(cublasLtMatmul(handle(device), plan.op, &one, wc.data_ptr(), plan.a, xc.data_ptr(), plan.b, &zero,
+                       out.data_ptr(), plan.d, out.data_ptr(), plan.d, &plan.algo, space.data_ptr(), plan.workspace,
+                       c10::cuda::getCurrentCUDAStream().stream()),
+        "cublasLtMatmul");
   return out;
 }
 
@@ -196,7 +189,6 @@ void choose(int64_t m, int64_t n, int64_t k, bool gelu, const std::string& dtype
               result.workspaceSize, " bytes of workspace, ", workspace, " given");
   plan.algo = algo;
   plan.workspace = static_cast<size_t>(workspace);
-  plan.chosen = true;
 }
 
 // Back to the heuristic's first algorithm for this shape (what PyTorch runs).
@@ -210,7 +202,6 @@ void forget(int64_t m, int64_t n, int64_t k, bool gelu, const std::string& dtype
   auto first = heuristic(plan, std::get<5>(key), kDefaultWorkspace, 1);
   plan.algo = first[0].algo;
   plan.workspace = first[0].workspaceSize;
-  plan.chosen = false;
 }
 
 TORCH_LIBRARY(lseg_lt, m) {
