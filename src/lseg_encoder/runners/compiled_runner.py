@@ -48,10 +48,13 @@ from ..model.fused_finish import fused_finish_default
 from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
 from ..model.kernel_attention import kernel_attention_default, use_kernel_attention
 from ..precisions import TORCH_DTYPES
+from .lanes import GraphLanes
 from .torch_runner import TorchRunner, require_device
 
 _DTYPES = {**TORCH_DTYPES, "fp8": torch.float16}  # fp8: E4M3 GEMMs between fp16 activations
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# the same compile without CUDA-graph trees, for graphs the runner captures itself (`graph_lanes`)
+_UNGRAPHED = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 _FINISH_DTYPES = (torch.float32, torch.float16)  # compiled with each bucket when the finish is split
 ATTENTION = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
              "efficient": SDPBackend.EFFICIENT_ATTENTION, "triton": None}
@@ -112,6 +115,7 @@ class CompiledRunner(TorchRunner):
                             "use precision fp16/bf16, or attention 'auto' for fp32")
         self.compile_seconds: dict[tuple[int, int, int], float] = {}
         self._compiled = {}
+        self._lanes = {}
 
     @property
     def name(self) -> str:
@@ -158,6 +162,7 @@ class CompiledRunner(TorchRunner):
     def _deactivate_impl(self) -> None:
         self.model = None
         self._compiled.clear()
+        self._lanes.clear()
 
     def _attention_kernel(self):
         """The SDPA backend is chosen when the graph is traced; the same context at call time keeps
@@ -165,16 +170,18 @@ class CompiledRunner(TorchRunner):
         backend = ATTENTION[self.attention]
         return sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
 
-    def _bucket(self, x: torch.Tensor):
+    def _bucket(self, x: torch.Tensor, graph_trees: bool = True):
         """(trunk, finish) compiled for x's bucket; finish is None when the whole forward is
-        one graph (`trunk` is then the compiled model)."""
+        one graph (`trunk` is then the compiled model). `graph_trees=False`: the same compile without
+        torch.compile's CUDA graphs, for graphs captured by `graph_lanes`."""
         shape = (int(x.shape[0]), int(x.shape[2]), int(x.shape[3]))
+        graph_trees = graph_trees and self._graphs  # without them both are one compile
         # Dynamo guards on the input's dtype and on whether it is an inference tensor (a CUDA tensor made
         # outside inference_mode keeps its autograd dispatch key; `.to(device)` of a CPU one does not),
         # and each such variant is a graph of its own. Compiling every variant here, under the lifted
         # cap, keeps a runner that serves many sizes from hitting the cap at call time (issue 13: the
         # fifth size failed with FailOnRecompileLimitHit when calls mixed host and device inputs).
-        key = (*shape, x.dtype, x.is_inference())
+        key = (*shape, x.dtype, x.is_inference(), graph_trees)
         fns = self._compiled.get(key)
         if fns is None:
             # every bucket is a new specialisation of the same forward: lift dynamo's recompile cap
@@ -183,8 +190,8 @@ class CompiledRunner(TorchRunner):
                       "accumulated_recompile_limit": max(torch._dynamo.config.accumulated_recompile_limit, 1024)}
             # dynamic=False: one specialised graph per bucket, no recompiles on shape guards
             split = self._split
-            trunk = torch.compile(self.model.trunk if split else self.model, mode=self.mode, dynamic=False,
-                                  fullgraph=True)
+            mode = self.mode if graph_trees else _UNGRAPHED.get(self.mode, self.mode)
+            trunk = torch.compile(self.model.trunk if split else self.model, mode=mode, dynamic=False, fullgraph=True)
             # the normalisation is never a CUDA graph: its output must be memory the caller owns
             finish = self._finish() if split else None
             fns = (trunk, finish)
@@ -216,6 +223,31 @@ class CompiledRunner(TorchRunner):
         if dtype in _FINISH_DTYPES:
             return finish(trunk(x), dtype)  # one kernel writes the features in the dtype asked for
         return finish(trunk(x), torch.float32).to(dtype)
+
+    def graph_lanes(self, example: torch.Tensor, count: int, out_dtype: torch.dtype = torch.float16) -> GraphLanes:
+        """`count` lanes (`runners.lanes`) of this runner's forward for inputs shaped like `example`, features
+        in `out_dtype`: for batches in flight on as many CUDA streams. Each lane computes what
+        `run_on_device` computes, to the bit (the same compiled kernels). Kept per (shape, dtype, count)."""
+        if self.device.type != "cuda":
+            raise LsegError(f"lanes are CUDA graphs on CUDA streams; this runner is on {self.device}")
+        if count < 1:
+            raise LsegError(f"lanes must be at least 1, got {count}")
+        if not self.is_active:
+            raise LsegError(f"runner {self.name} is not active; call activate() or use `with runner:`")
+        self.check_input(example)
+        key = (tuple(example.shape), out_dtype, count)
+        lanes = self._lanes.get(key)
+        if lanes is None:
+            with torch.inference_mode():
+                x = example.to(self.device).clone()
+                fns = self._bucket(x, graph_trees=False)
+
+                def forward(inp: torch.Tensor) -> torch.Tensor:
+                    out = self._forward(fns, inp, out_dtype)
+                    return out if out.dtype == out_dtype else out.to(out_dtype)  # the whole-graph path: fp32
+
+                lanes = self._lanes[key] = GraphLanes(forward, x, count, self._attention_kernel)
+        return lanes
 
     def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
                       copy_borrowed: bool = True) -> torch.Tensor:

@@ -109,6 +109,38 @@ def time_runner(runner, x: torch.Tensor, *, mode: str = "device", warmup: int = 
                         timer="cuda-events" if events else "perf_counter", **summarize(times))
 
 
+def time_lanes(runner, x: torch.Tensor, lanes: int, *, batches: int = 24, rounds: int = 5, warmup: int = 1,
+               out_dtype: torch.dtype = torch.float32) -> LatencyStats:
+    """Device-only ms a batch with `lanes` batches in flight (`CompiledRunner.graph_lanes`, CUDA only).
+
+    Batches on several streams overlap, so none has a time of its own: each sample is one span of CUDA
+    events over `batches` replays (lane j % lanes on its stream), divided by `batches`; a span is the mean
+    of its batches, not a median. `lanes=1` replays the same graph one batch after another: the baseline
+    to set beside it, timed the same way."""
+    graph_lanes = runner.graph_lanes(x, lanes, out_dtype)
+    main = torch.cuda.current_stream(graph_lanes.device)
+
+    def span() -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(main)
+        for stream in graph_lanes.streams:
+            stream.wait_stream(main)
+        for j in range(batches):
+            graph_lanes.replay(j % lanes)
+        for stream in graph_lanes.streams:
+            main.wait_stream(stream)
+        end.record(main)
+        end.synchronize()
+        return start.elapsed_time(end) / batches
+
+    for _ in range(warmup):
+        span()
+    times = [span() for _ in range(rounds)]
+    b, _, h, w = x.shape
+    return LatencyStats(runner.backend, runner.precision, "device", b, h, w, len(times), warmup, timer="cuda-events",
+                        extra={"lanes": lanes, "batches_per_sample": batches}, **summarize(times))
+
+
 def encoder_flops(config, height: int, width: int, batch: int = 1) -> int:
     """FLOPs (2 per multiply-add) of one forward, counted by torch's FlopCounterMode on the meta
     device, so it costs no memory or time even for ViT-L at 910 px."""
