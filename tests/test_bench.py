@@ -291,3 +291,56 @@ def test_known_peak_only_for_measured_cards():
     assert known_peak({"gpu": "NVIDIA H100 80GB HBM3"})[0] == 790.0
     assert known_peak({"gpu": "NVIDIA GeForce RTX 4090"}) == (None, None)
     assert known_peak({"gpu": None}) == (None, None)
+
+
+def test_lanes_are_skipped_with_the_reason_where_a_backend_has_none(tiny_encoder, tmp_path):
+    from lseg_encoder.errors import LsegError
+    from lseg_encoder.reports.bench import format_lanes, write_report
+    from lseg_encoder.suites.bench import BenchReport, run_benchmarks
+
+    with pytest.raises(LsegError, match="at least 1"):
+        run_benchmarks(tiny_encoder, ["torch"], [(64, 64)], device="cpu", lanes=0, progress=False)
+    report = run_benchmarks(tiny_encoder, ["torch"], [(64, 64)], device="cpu", iterations=2, warmup=0,
+                            modes=["device"], progress=False, lanes=2)
+    assert [r.mode for r in report.results] == ["device"]  # the latency row is measured as before
+    (skip,) = report.skipped
+    assert (skip.mode, skip.status, skip.reason) == ("lanes", "skipped", "lanes need the compiled backend on CUDA")
+    assert format_lanes(report) == ""
+    paths = write_report(report, tmp_path)
+    again = BenchReport.from_dict(json.loads(paths["json"].read_text()))
+    assert again.lanes == 2 and again.to_dict() == report.to_dict()
+    assert "torch (64 lanes) skipped: lanes need the compiled backend on CUDA" in paths["markdown"].read_text()
+
+
+def test_lanes_results_are_reported_beside_one_lane(tiny_encoder):
+    """The rendering of a lanes row (its numbers come from `time_lanes` on CUDA; here one is built by hand
+    from a measured CPU row, only to check what the table and the text say about it)."""
+    import dataclasses
+
+    from lseg_encoder.reports.bench import format_lanes, format_markdown
+    from lseg_encoder.suites.bench import run_benchmarks
+
+    report = run_benchmarks(tiny_encoder, ["torch"], [(64, 64)], device="cpu", batch=2, iterations=2, warmup=0,
+                            modes=["device"], progress=False, lanes=3)
+    (row,) = report.results
+    lanes = dataclasses.replace(row, mode="lanes", median_ms=row.median_ms / 2,
+                                extra={**row.extra, "images_per_s": 4e3 / row.median_ms,
+                                       "one_lane_ms": row.median_ms, "one_lane_images_per_s": 2e3 / row.median_ms,
+                                       "gain": 1.0})
+    report.results.append(lanes)
+    text = format_lanes(report)
+    assert text.startswith("device-only throughput with 3 batches in flight") and "+100.0 %" in text
+    assert f"3 lanes {row.median_ms / 2:.3f}" in text
+    markdown = format_markdown(report)
+    assert "| backend | size | 1 lane | 3 lanes |" in markdown and "| +100.0 % |" in markdown
+
+
+def test_cli_lanes_option(tmp_path, capsys):
+    rc = main(["bench", "--backbone", "tiny", "--img_sizes", "64", "--iterations", "2", "--warmup", "0",
+               "--backends", "torch", "--device", "cpu", "--mode", "device", "--lanes", "2", "--out", str(tmp_path),
+               "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "not measured:\n  torch (64 lanes) skipped: lanes need the compiled backend on CUDA" in out
+    assert main(["bench", "--backbone", "tiny", "--lanes", "0", "--out", str(tmp_path)]) == 2
+    assert "argument --lanes: must be >= 1, got 0" in capsys.readouterr().err

@@ -48,6 +48,9 @@ def register(sub) -> None:
                    help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     p.add_argument("--mode", choices=("device", "end-to-end", "both"), default="both",
                    help="device-only (input and output on the device), end-to-end (host in, host out) or both")
+    p.add_argument("--lanes", type=_positive, default=1,
+                   help="also time device-only throughput with N batches in flight on N CUDA streams, beside one "
+                   "lane timed alike (compiled backend on CUDA; default 1: not timed)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="peak fp16 TFLOP/s of the device for the FLOP-floor line and ratios "
                    "(default: known for H100, else no floor)")
@@ -63,7 +66,7 @@ def run(args) -> int:
 
     from ..configs import get_config
     from ..errors import LsegError
-    from ..reports.bench import format_skipped, format_table, write_report
+    from ..reports.bench import format_lanes, format_skipped, format_table, write_report
     from ..sizes import check_size
     from ..store.atomic import ensure_writable_parent
     from ..suites.bench import run_benchmarks
@@ -86,11 +89,14 @@ def run(args) -> int:
     backends = args.backends or default_backends(device)
     report = run_benchmarks(encoder, backends, sizes, device=device, batch=args.batch, iterations=args.iterations,
                             warmup=args.warmup, modes=modes, peak_tflops=args.peak_tflops,
-                            progress=not args.no_progress, explicit=args.backends or ())
+                            progress=not args.no_progress, explicit=args.backends or (), lanes=args.lanes)
     if not report.results:
         raise LsegError("no backend could run:\n  " + format_skipped(report).replace("\n", "\n  "))
     for mode in modes:
         print(format_table(report, mode))
+        print()
+    if format_lanes(report):
+        print(format_lanes(report))
         print()
     if report.skipped:
         print("not measured:")

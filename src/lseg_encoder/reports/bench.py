@@ -53,6 +53,24 @@ def format_table(report: BenchReport, mode: str) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def lanes_title(report: BenchReport) -> str:
+    synthetic = ", SYNTHETIC weights" if report.synthetic else ""
+    return (f"device-only throughput with {report.lanes} batches in flight (runners.lanes), ms a batch (median of "
+            f"spans), batch {report.batch} - {report.backbone}{synthetic} on {report.hardware}")
+
+
+def format_lanes(report: BenchReport) -> str:
+    """One line per backend and size timed with lanes; '' when none was."""
+    rows = [r for r in report.results if r.mode == "lanes"]
+    if not rows:
+        return ""
+    lines = [lanes_title(report)]
+    lines += [f"{r.backend} {size_label((r.height, r.width))}: 1 lane {r.extra['one_lane_ms']:.3f} "
+              f"({r.extra['one_lane_images_per_s']:.1f} img/s), {report.lanes} lanes {r.median_ms:.3f} "
+              f"({r.extra['images_per_s']:.1f} img/s), {100 * r.extra['gain']:+.1f} %" for r in rows]
+    return "\n".join(lines)
+
+
 def format_skipped(report: BenchReport) -> str:
     return "\n".join(s.line() for s in report.skipped)
 
@@ -77,6 +95,15 @@ def format_markdown(report: BenchReport) -> str:
         lines += ["", f"## {table_title(report, mode)}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lanes = [r for r in report.results if r.mode == "lanes"]
+    if lanes:
+        n = report.lanes
+        lines += ["", f"## {lanes_title(report)}", "",
+                  f"| backend | size | 1 lane | {n} lanes | images/s, 1 lane | images/s, {n} lanes | gain |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.backend} | {size_label((r.height, r.width))} | {r.extra['one_lane_ms']:.3f} "
+                  f"| {r.median_ms:.3f} | {r.extra['one_lane_images_per_s']:.1f} | {r.extra['images_per_s']:.1f} "
+                  f"| {100 * r.extra['gain']:+.1f} % |" for r in lanes]
     compiled = [r for r in report.results if r.extra.get("compile_seconds") and r.mode == report.modes[0]]
     if compiled:
         lines += ["", "## Compile time per size bucket (s, excluded from latency)", "", "| backend | size | s |",

@@ -14,6 +14,10 @@ backends still run; only a report with no measurement at all is an error.
 The FLOP floor is FLOPs / peak: how fast the encoder would be if every FLOP ran at the card's
 measured fp16 matmul rate. It is drawn and put in ratios only when a peak is known (`--peak-tflops`,
 or a card in `KNOWN_PEAK_TFLOPS`), never guessed.
+
+`lanes=N` (N >= 2) adds device-only throughput with N batches in flight on N CUDA streams
+(`runners.lanes`) beside one lane timed the same way, for the backends that have lanes (compiled on
+CUDA); the others are listed as skipped for it, with the reason.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ..backends import check_backends
 from ..errors import LsegError
 from ..sizes import size_label, size_name
 from .sweep import RunnerPool, Skip, first_line, sweep
-from .timing import LatencyStats, encoder_flops, machine_info, time_runner
+from .timing import LatencyStats, encoder_flops, machine_info, time_lanes, time_runner
 
 MODES = ("device", "end-to-end")
 MODE_TITLES = {"device": "device-only", "end-to-end": "end-to-end"}
@@ -59,6 +63,7 @@ class BenchReport:
     peak_source: str | None = None
     results: list[LatencyStats] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    lanes: int = 1  # > 1: results of mode "lanes" as well (see the module docstring)
 
     def to_dict(self) -> dict:
         """The JSON body (the writer adds schema and version; `machine` is part of the report)."""
@@ -114,7 +119,7 @@ def run_benchmarks(encoder, backends: Sequence[str], sizes: Sequence[tuple[int, 
                    batch: int = 1, iterations: int = 100, warmup: int = 10, modes: Sequence[str] = MODES,
                    peak_tflops: float | None = None, progress: bool = True, explicit: Sequence[str] = (),
                    progress_lines: Callable[[str], None] | None = None, max_seconds: float | None = None,
-                   compile_mode: str | None = None) -> BenchReport:
+                   compile_mode: str | None = None, lanes: int = 1) -> BenchReport:
     """Time every backend at every size in every mode; see the module docstring.
 
     Sizes must already satisfy the backbone's size rule (`sizes.check_size`). Backends in `explicit`
@@ -128,6 +133,8 @@ def run_benchmarks(encoder, backends: Sequence[str], sizes: Sequence[tuple[int, 
     bad_modes = [m for m in modes if m not in MODES]
     if bad_modes:
         raise LsegError(f"unknown mode(s) {', '.join(bad_modes)}; use {' / '.join(MODES)}")
+    if lanes < 1:
+        raise LsegError(f"lanes must be at least 1, got {lanes}")
     sizes = [(int(h), int(w)) for h, w in sizes]
     machine = machine_info()
     source = None
@@ -140,7 +147,7 @@ def run_benchmarks(encoder, backends: Sequence[str], sizes: Sequence[tuple[int, 
         synthetic=bool(getattr(encoder, "synthetic", False)), device=str(device), batch=batch,
         iterations=iterations, warmup=warmup, modes=list(modes), sizes=sizes, backends=list(backends),
         machine=machine, peak_tflops=peak_tflops, peak_source=source,
-        flops={size_name(s): encoder_flops(encoder.config, s[0], s[1], batch) for s in sizes},
+        flops={size_name(s): encoder_flops(encoder.config, s[0], s[1], batch) for s in sizes}, lanes=lanes,
     )
     generator = torch.Generator().manual_seed(0)
     inputs = {s: torch.randn(batch, 3, *s, generator=generator) for s in sizes}
@@ -194,20 +201,49 @@ def _bench_size(report: BenchReport, runner, backend: str, size, x: torch.Tensor
             bar.update(report.iterations - done)
             continue
         bar.update(report.iterations - done)  # a cell cut short by max_seconds
-        stats.backend = backend  # the BACKENDS name the user asked for (runner.backend may be a flavour)
-        floor = report.floor_ms(*size)
-        stats.extra.update({
-            "runner": runner.name,
-            "runner_device": str(runner.device),
-            "providers": getattr(runner, "providers", None),
-            "flops": report.flops[size_name(size)],
-            "floor_ms": floor,
-            "floor_ratio": stats.median_ms / floor if floor else None,
-            "images_per_s": report.batch * 1e3 / stats.median_ms if stats.median_ms > 0 else None,
-            "first_call_s": first_call_s,
-            "compile_seconds": compile_seconds,
-        })
+        _annotate(report, stats, runner, backend, size, first_call_s, compile_seconds)
         report.results.append(stats)
+    if report.lanes > 1:
+        bar.set_description(f"{backend} {size_label(size)} {report.lanes} lanes")
+        _bench_lanes(report, runner, backend, size, x, say)
+
+
+def _bench_lanes(report: BenchReport, runner, backend: str, size, x: torch.Tensor, say) -> None:
+    """Device-only ms a batch with `report.lanes` batches in flight, and with one lane timed alike."""
+    if not hasattr(runner, "graph_lanes") or runner.device.type != "cuda":
+        skip = Skip(backend, "lanes need the compiled backend on CUDA", size=tuple(size), mode="lanes")
+        report.skipped.append(skip)
+        say(skip.line())
+        return
+    try:
+        x = x.to(runner.device)
+        one = time_lanes(runner, x, 1)
+        stats = time_lanes(runner, x, report.lanes)
+    except Exception as exc:
+        _record_failure(report, backend, size, "lanes", exc, say)
+        return
+    stats.mode = "lanes"
+    _annotate(report, stats, runner, backend, size, None, None)
+    stats.extra.update({"one_lane_ms": one.median_ms, "one_lane_images_per_s": report.batch * 1e3 / one.median_ms,
+                        "gain": one.median_ms / stats.median_ms - 1})
+    report.results.append(stats)
+
+
+def _annotate(report: BenchReport, stats: LatencyStats, runner, backend: str, size, first_call_s, compile_seconds):
+    """What every result carries beside its times."""
+    stats.backend = backend  # the BACKENDS name the user asked for (runner.backend may be a flavour)
+    floor = report.floor_ms(*size)
+    stats.extra.update({
+        "runner": runner.name,
+        "runner_device": str(runner.device),
+        "providers": getattr(runner, "providers", None),
+        "flops": report.flops[size_name(size)],
+        "floor_ms": floor,
+        "floor_ratio": stats.median_ms / floor if floor else None,
+        "images_per_s": report.batch * 1e3 / stats.median_ms if stats.median_ms > 0 else None,
+        "first_call_s": first_call_s,
+        "compile_seconds": compile_seconds,
+    })
 
 
 def _record_failure(report: BenchReport, backend: str, size, mode, exc: Exception, say) -> None:
