@@ -40,14 +40,17 @@ def benchmark(session):
 
 @nox.session(python=False)
 def gpu(session):
-    """On a CUDA machine with torch installed: GPU fidelity (full ViT-L/16, six seed sizes) and the
-    benchmark table for torch fp32/fp16/compiled. Run with PYTHONPATH=src, no installs."""
+    """On a CUDA machine with torch installed: GPU fidelity (full ViT-L/16, six seed sizes), the lanes'
+    exactness, and the benchmark table for torch fp32/fp16/compiled (with 3 lanes' throughput). Run with
+    PYTHONPATH=src, no installs."""
     session.run("python", "-m", "pytest", "-q", "-rs", "-m", "fidelity", "--fidelity-device", "cuda",
                 "--fidelity-backbone", "clip_vitl16_384", "--fidelity-report", "reports/gpu/fidelity",
                 "tests/test_fidelity.py", *session.posargs)
+    # the lanes (batches in flight on several CUDA streams) equal run_on_device to the bit
+    session.run("python", "-m", "pytest", "-q", "-rs", "tests/test_lanes.py")
     session.run("python", "-m", "lseg_encoder.cli", "bench", "--device", "cuda", "--backends",
                 "torch,torch-fp16,compiled", "--sizes", "260", "390", "520", "650", "780", "910",
-                "--iterations", "200", "--out", "reports/gpu/bench")
+                "--iterations", "200", "--lanes", "3", "--out", "reports/gpu/bench")
     # latency ratios (tests/test_latency_ratios.py), gated against this GPU model's committed baseline
     ratios = ["python", "-m", "pytest", "-rs", "--benchmark-only", "tests/test_latency_ratios.py",
               "--benchmark-json=reports/gpu/latency_ratios.json"]

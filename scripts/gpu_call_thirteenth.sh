@@ -12,6 +12,10 @@
 #        tensor written outside inference mode; run 75)
 #   probe (run 76) - where the lane stream's time goes: run 75's stream with two lanes took 2.1x one lane's
 #        time a batch (scripts/gpu_lane_stream_probe.py)
+#   final (run 77) - `bench --lanes` at batch 16 x 480 (2 lanes) and at 260 / 520
+#        px (3 lanes); the host-output stream with 1 and 3 lanes at 1 x 260 and 8 x 480, twice each
+#   gate (run 78) - tests/test_lanes.py natively, then the latency ratios (with the new lanes ratio) and the
+#        regression gate against the committed H100 baseline
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-streams}" in
@@ -34,5 +38,17 @@ lanes)
 probe)
   timeout 300 python3 scripts/gpu_lane_stream_probe.py 2>&1 | noise | tee "$OUT/lane_stream_probe.log"
   ;;
-*) echo "usage: $0 [streams|streams-span|lanes|probe]" >&2; exit 2 ;;
+final)
+  timeout 170 python3 -m lseg_encoder.cli bench --backends compiled --sizes 480 --batch 16 --lanes 2 --mode device \
+    --iterations 100 --out "$OUT" --name bench_b16_lanes --no-progress 2>&1 | noise | tail -12
+  timeout 200 python3 -m lseg_encoder.cli bench --backends compiled --sizes 260 520 --lanes 3 --mode device \
+    --iterations 200 --out "$OUT" --name bench_b1_lanes --no-progress 2>&1 | noise | tail -12
+  timeout 150 python3 scripts/gpu_lanes.py --configs 1x260 8x480 --stream-only --stream-lanes 1 3 --deadline 90 \
+    2>&1 | noise | tee "$OUT/lanes_stream.log"
+  ;;
+gate)
+  timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_lanes.py 2>&1 | grep -v Warn | tail -4
+  regression_gate 400 30
+  ;;
+*) echo "usage: $0 [streams|streams-span|lanes|probe|final|gate]" >&2; exit 2 ;;
 esac

@@ -56,6 +56,9 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=["16x480", "8x480", "1x520", "1x260"], help="BATCHxSIZE")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--deadline", type=float, default=420)
+    ap.add_argument("--stream-only", action="store_true",
+                    help="only the host-output stream, each lane count twice (pinned buffers warm the second time)")
+    ap.add_argument("--stream-lanes", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     out_dir = Path(os.environ.get("OUT", "out"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +84,17 @@ def main() -> None:
         gen = torch.Generator().manual_seed(batch * size)
         x_host = torch.rand(batch, 3, size, size, generator=gen) * 2 - 1
         x = x_host.cuda()
+        if args.stream_only:
+            for rep in (1, 2):
+                for count in args.stream_lanes:
+                    ms = time_stream(runner, x_host, frames=max(12, 96 // batch), warmup=4,
+                                     out_dtype=torch.float16, lanes=count)
+                    row.setdefault(f"stream_fp16_lanes{count}_ms", []).append(ms)
+                    log(f"{config} {rep}: stream_infer fp16 host output, {count} lane(s): {ms:.3f} ms a batch "
+                        f"({batch * 1e3 / ms:.1f} img/s)")
+            runner._lanes.clear()
+            save()
+            continue
         t = time.perf_counter()
         want = runner.run_on_device(x, torch.float32)
         for count in LANES:
