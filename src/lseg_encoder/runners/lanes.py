@@ -3,10 +3,11 @@
 Why: on one stream every kernel waits for the tail of the one before it, and the forward's
 latency- and memory-bound kernels (the attention kernel at 4 blocks an SM, LayerNorms, the
 store-bound finish) leave SMs idle that nothing else may use. A second batch on a second stream
-fills them. On the H100 at 480 px two lanes gave 3.9 % more images a second than the same graphs
-replayed one after another at batch 16 and 2.7 % at batch 8, and 4.2 / 5.8 % more than the compiled
-runner itself timed the same way (docs/benchmarks.md, thirteenth session). Latency per batch does not
-improve, throughput does: this is for offline work over many frames.
+fills them. On the H100 two lanes gave 3.1-3.9 % more images a second than one lane at batch 16 x 480
+px (601.6-608.4 img/s in three calls), and three lanes at batch 1 17 % more at 520 px and 45 % more at
+260 px (docs/benchmarks.md, thirteenth session). Latency per batch does not improve, throughput does:
+this is for work over many frames whose features stay on the GPU or are small (a host copy of full
+features bounds the stream at 480 px whatever the lanes).
 
 Each lane owns a stream, a CUDA graph with its own memory pool, a static input and a static output.
 Graphs are captured on their lane's stream because PyTorch keeps one cuBLAS workspace per stream and
@@ -38,7 +39,7 @@ class GraphLanes:
             raise LsegError(f"lanes must be at least 1, got {count}")
         if example.device.type != "cuda":
             raise LsegError("graph lanes are CUDA graphs on CUDA streams: the example input must be on CUDA")
-        self.shape, self.dtype, self.device = tuple(example.shape), example.dtype, example.device
+        self.shape, self.device = tuple(example.shape), example.device
         self.streams: list[torch.cuda.Stream] = []
         self.graphs: list[torch.cuda.CUDAGraph] = []
         self.inputs: list[torch.Tensor] = []
@@ -62,14 +63,6 @@ class GraphLanes:
 
     def __len__(self) -> int:
         return len(self.graphs)
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return tuple(self.outputs[0].shape)
-
-    @property
-    def output_dtype(self) -> torch.dtype:
-        return self.outputs[0].dtype
 
     def submit(self, lane: int, x: torch.Tensor, host_out: torch.Tensor | None = None) -> torch.cuda.Event:
         """Queue one batch on `lane`: copy `x` in, replay, and copy the output into `host_out` (pinned, or

@@ -113,10 +113,8 @@ def _lane_stream(runner: Runner, frames: Iterable[torch.Tensor], count: int,
                 host_in[lane] = _reuse(host_in[lane], x)
                 x = host_in[lane].copy_(x)
             slot = i % len(host_out)
-            buffer = host_out[slot]
-            if buffer is None or tuple(buffer.shape) != lanes.output_shape or buffer.dtype != lanes.output_dtype:
-                buffer = host_out[slot] = torch.empty(lanes.output_shape, dtype=lanes.output_dtype, pin_memory=True)
-            pending.append((slot, lanes.submit(lane, x, buffer)))
+            host_out[slot] = _reuse(host_out[slot], lanes.outputs[lane])
+            pending.append((slot, lanes.submit(lane, x, host_out[slot])))
             if len(pending) == count:
                 yield _ready(host_out, pending)
         while pending:
