@@ -16,6 +16,7 @@
 #        px (3 lanes); the host-output stream with 1 and 3 lanes at 1 x 260 and 8 x 480, twice each
 #   gate (run 78) - tests/test_lanes.py natively, then the latency ratios (with the new lanes ratio) and the
 #        regression gate against the committed H100 baseline
+#   recheck (run 79) - the lane tests and the lanes ratio again after the second reading's changes (7665bfc)
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-streams}" in
@@ -50,5 +51,10 @@ gate)
   timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_lanes.py 2>&1 | grep -v Warn | tail -4
   regression_gate 400 30
   ;;
-*) echo "usage: $0 [streams|streams-span|lanes|probe|final|gate]" >&2; exit 2 ;;
+recheck)
+  timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_lanes.py 2>&1 | grep -v Warn | tail -4
+  timeout 300 python3 -m pytest -q -rs -p no:cacheprovider --benchmark-only tests/test_latency_ratios.py -k lanes \
+    --benchmark-json="$OUT/ratios.json" 2>&1 | grep -v Warn | tail -4
+  ;;
+*) echo "usage: $0 [streams|streams-span|lanes|probe|final|gate|recheck]" >&2; exit 2 ;;
 esac
