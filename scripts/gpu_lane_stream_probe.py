@@ -13,24 +13,16 @@ pinned input, and the pinning of one output buffer itself.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
+from gpu_two_streams import log, synthetic_vitl16  # scripts/, run as a script
 
-from lseg_encoder.model import build_encoder
 from lseg_encoder.runners import pipeline
 from lseg_encoder.runners.compiled_runner import CompiledRunner
 from lseg_encoder.runners.lanes import GraphLanes
 from lseg_encoder.runners.pipeline import time_stream
-from lseg_encoder.weights.checkpoint import RawCheckpoint, load_state_strict
-from lseg_encoder.weights.synthetic import synthetic_state_dict
 
-T0 = time.perf_counter()
 SPENT: dict[str, float] = {}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
 
 
 def timed(name: str, fn):
@@ -67,10 +59,7 @@ def submit_via_copier(self, lane, x, host_out=None):
 
 
 def main() -> None:
-    sd = synthetic_state_dict("clip_vitl16_384", include=lambda k: not k.startswith("net.clip"))
-    enc = build_encoder("clip_vitl16_384")
-    load_state_strict(enc, RawCheckpoint(Path("synthetic"), {k[4:]: v for k, v in sd.items()}), enc.config)
-    runner = CompiledRunner(enc, "fp16", "cuda").activate()
+    runner = CompiledRunner(synthetic_vitl16(), "fp16", "cuda").activate()
     batch, size, frames = 8, 480, 16
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     pinned = x.pin_memory()

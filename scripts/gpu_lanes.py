@@ -18,37 +18,18 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from gpu_two_streams import call_info, log, runner_span_ms, synthetic_vitl16  # scripts/, run as a script
 
-from lseg_encoder.model import build_encoder
 from lseg_encoder.runners.compiled_runner import CompiledRunner
 from lseg_encoder.runners.pipeline import time_stream
-from lseg_encoder.suites.timing import machine_info, time_lanes
-from lseg_encoder.weights.checkpoint import RawCheckpoint, load_state_strict
-from lseg_encoder.weights.synthetic import synthetic_state_dict
+from lseg_encoder.suites.timing import time_lanes
 
 T0 = time.perf_counter()
 LANES = (1, 2, 3)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
-
-
-def runner_span_ms(runner: CompiledRunner, x: torch.Tensor, batches: int) -> float:
-    """ms a batch over `batches` calls of `run_on_device` in one span of CUDA events (as `time_lanes`)."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    with torch.inference_mode():
-        start.record()
-        for _ in range(batches):
-            runner.run_on_device(x, torch.float32)
-        end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / batches
 
 
 def main() -> None:
@@ -62,17 +43,9 @@ def main() -> None:
     args = ap.parse_args()
     out_dir = Path(os.environ.get("OUT", "out"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = machine_info()
-    info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
-                                         "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
-    info["utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    log(f"{info['nvidia_smi']} torch {info['torch']}")
-    results = {"machine": info, "args": vars(args), "configs": {}}
+    results = {"machine": call_info(), "args": vars(args), "configs": {}}
     save = lambda: (out_dir / "lanes.json").write_text(json.dumps(results, indent=1, default=str))  # noqa: E731
-    sd = synthetic_state_dict("clip_vitl16_384", include=lambda k: not k.startswith("net.clip"))
-    enc = build_encoder("clip_vitl16_384")
-    load_state_strict(enc, RawCheckpoint(Path("synthetic"), {k[4:]: v for k, v in sd.items()}), enc.config)
-    runner = CompiledRunner(enc, "fp16", "cuda").activate()
+    runner = CompiledRunner(synthetic_vitl16(), "fp16", "cuda").activate()
     for config in args.configs:
         if time.perf_counter() - T0 > args.deadline:
             results["configs"][config] = "not run: deadline"

@@ -109,6 +109,24 @@ def runner_span_ms(runner: CompiledRunner, x: torch.Tensor, batches: int) -> flo
     return start.elapsed_time(end) / batches
 
 
+def call_info() -> dict:
+    """The machine, the card and the time of this call (every figure names them), logged too."""
+    info = machine_info()
+    info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                                         "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    info["utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    log(f"{info['nvidia_smi']} torch {info['torch']}")
+    return info
+
+
+def synthetic_vitl16():
+    """The full ViT-L/16 encoder with synthetic weights (the image half of the checkpoint only)."""
+    sd = synthetic_state_dict("clip_vitl16_384", include=lambda k: not k.startswith("net.clip"))
+    enc = build_encoder("clip_vitl16_384")
+    load_state_strict(enc, RawCheckpoint(Path("synthetic"), {k[4:]: v for k, v in sd.items()}), enc.config)
+    return enc
+
+
 def outputs(captured: list[tuple]) -> list[torch.Tensor]:
     return [out.clone() for _, _, out in captured]
 
@@ -123,16 +141,9 @@ def main() -> None:
     args = ap.parse_args()
     out_dir = Path(os.environ.get("OUT", "out"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = machine_info()
-    info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
-                                         "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
-    info["utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    log(f"{info['nvidia_smi']} torch {info['torch']}")
-    results = {"machine": info, "args": vars(args), "configs": {}}
+    results = {"machine": call_info(), "args": vars(args), "configs": {}}
     save = lambda: (out_dir / "two_streams.json").write_text(json.dumps(results, indent=1, default=str))  # noqa: E731
-    sd = synthetic_state_dict("clip_vitl16_384", include=lambda k: not k.startswith("net.clip"))
-    enc = build_encoder("clip_vitl16_384")
-    load_state_strict(enc, RawCheckpoint(Path("synthetic"), {k[4:]: v for k, v in sd.items()}), enc.config)
+    enc = synthetic_vitl16()
     shipped = CompiledRunner(enc, "fp16", "cuda").activate()
     ungraphed = UngraphedRunner(enc, "fp16", "cuda", mode="default").activate()
     log(f"shipped: fused_finish={shipped.fused_finish} attention={shipped.attention}; "
