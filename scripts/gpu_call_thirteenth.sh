@@ -17,6 +17,7 @@
 #   gate (run 78) - tests/test_lanes.py natively, then the latency ratios (with the new lanes ratio) and the
 #        regression gate against the committed H100 baseline
 #   recheck (run 79) - the lane tests and the lanes ratio again after the second reading's changes (7665bfc)
+#   drop (run 80) - the lane tests and `bench --lanes 3` at 260 / 390 px after `CompiledRunner.drop_lanes`
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-streams}" in
@@ -56,5 +57,10 @@ recheck)
   timeout 300 python3 -m pytest -q -rs -p no:cacheprovider --benchmark-only tests/test_latency_ratios.py -k lanes \
     --benchmark-json="$OUT/ratios.json" 2>&1 | grep -v Warn | tail -4
   ;;
-*) echo "usage: $0 [streams|streams-span|lanes|probe|final|gate|recheck]" >&2; exit 2 ;;
+drop)
+  timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_lanes.py 2>&1 | grep -v Warn | tail -4
+  timeout 300 python3 -m lseg_encoder.cli bench --backends compiled --sizes 260 390 --lanes 3 --mode device \
+    --iterations 100 --out "$OUT" --name bench_drop_lanes --no-progress 2>&1 | noise | tail -12
+  ;;
+*) echo "usage: $0 [streams|streams-span|lanes|probe|final|gate|recheck|drop]" >&2; exit 2 ;;
 esac

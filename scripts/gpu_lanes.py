@@ -65,7 +65,7 @@ def main() -> None:
                     row.setdefault(f"stream_fp16_lanes{count}_ms", []).append(ms)
                     log(f"{config} {rep}: stream_infer fp16 host output, {count} lane(s): {ms:.3f} ms a batch "
                         f"({batch * 1e3 / ms:.1f} img/s)")
-            runner._lanes.clear()
+            runner.drop_lanes()
             save()
             continue
         t = time.perf_counter()
@@ -99,8 +99,7 @@ def main() -> None:
             row[f"stream_fp16_lanes{count}_ms"] = ms
             log(f"{config}: stream_infer fp16 host output, {count} lane(s): {ms:.3f} ms a batch "
                 f"({batch * 1e3 / ms:.1f} img/s)")
-        runner._lanes.clear()  # the next shape's graphs get the memory
-        torch.cuda.empty_cache()
+        runner.drop_lanes()  # the next shape's graphs get the memory
         save()
     save()
 

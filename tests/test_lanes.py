@@ -63,6 +63,8 @@ def test_every_lane_computes_what_the_runner_computes_to_the_bit(cuda_runner):
         want = cuda_runner.run_on_device(x, torch.float32)
         assert torch.equal(lanes.outputs[i], want), i
     assert cuda_runner.graph_lanes(frames[0], 3, torch.float32) is lanes  # kept per shape, dtype and count
+    cuda_runner.drop_lanes()
+    assert cuda_runner.graph_lanes(frames[0], 3, torch.float32) is not lanes
     with pytest.raises(LsegError, match="captured for input"):
         lanes.submit(0, torch.zeros(1, 3, 64, 64, device="cuda"))
 

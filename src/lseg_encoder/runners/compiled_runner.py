@@ -249,6 +249,13 @@ class CompiledRunner(TorchRunner):
                 lanes = self._lanes[key] = GraphLanes(forward, x, count, self._attention_kernel)
         return lanes
 
+    def drop_lanes(self) -> None:
+        """Free every lane's graph and memory pool (each set is kept until this or `deactivate`): a sweep
+        over sizes would otherwise hold a pool per lane and size at once."""
+        self._lanes.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def run_on_device(self, x: torch.Tensor, out_dtype: torch.dtype | None = None, *,
                       copy_borrowed: bool = True) -> torch.Tensor:
         if not self._split:

@@ -222,6 +222,8 @@ def _bench_lanes(report: BenchReport, runner, backend: str, size, x: torch.Tenso
     except Exception as exc:
         _record_failure(report, backend, size, "lanes", exc, say)
         return
+    finally:
+        runner.drop_lanes()  # the next size gets the memory
     stats.mode = "lanes"
     _annotate(report, stats, runner, backend, size, None, None)
     stats.extra.update({"one_lane_ms": one.median_ms, "one_lane_images_per_s": report.batch * 1e3 / one.median_ms,
