@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Issue 13, thirteenth session (2026-11-26), H100 calls:
-#   streams - batches in flight on several CUDA streams: the shipped compiled path captured into one CUDA
-#        graph per lane, replayed one after another on one stream against lane i on stream i, batch 16 with
-#        2, 3 and 4 lanes and batch 8 with 3, at 480 px, A-B-A-B (scripts/gpu_two_streams.py); run 71 captured
-#        every lane on one stream (one cuBLAS workspace: wrong features; 2 and 3 lanes of batch 16 and 2 of 8),
-#        run 72 on a stream each
-#   streams-span (run 73) - 16x2 and 8x2 against the shipped runner timed the same way (one span of events)
+#   runs 71-72 (`streams`, at commit c878c99) - batches in flight on several CUDA streams: the shipped compiled
+#        path captured into one CUDA graph per lane, replayed one after another on one stream against lane i on
+#        stream i, batch 16 with 2, 3 and 4 lanes and batch 8 with 3, at 480 px, A-B-A-B (scripts/gpu_two_streams.py
+#        there); run 71 captured every lane on one stream (one cuBLAS workspace: wrong features), run 72 on a
+#        stream each. Run 73 (`streams-span`): 16x2 and 8x2 against the shipped runner timed the same way. The
+#        experiment became runners/lanes.py and left scripts/ with its two modes
 #   lanes - what shipped from runs 71-73 (`CompiledRunner.graph_lanes`, `stream_infer(lanes=N)`):
 #        tests/test_lanes.py natively, then 1-3 lanes against the runner at batch 16 and 8 x 480, 1 x 520
 #        and 1 x 260, device-only and through the stream (scripts/gpu_lanes.py) (run 74 failed on an inference
@@ -20,17 +20,7 @@
 #   drop (run 80) - the lane tests and `bench --lanes 3` at 260 / 390 px after `CompiledRunner.drop_lanes`
 set -u
 . "$(dirname "$0")/gpu_env.sh"
-case "${1:-streams}" in
-streams)
-  timeout 560 python3 scripts/gpu_two_streams.py --configs 16x2 16x3 16x4 8x3 --deadline 430 2>&1 | noise \
-    | tee "$OUT/two_streams.log"
-  echo "two_streams exit ${PIPESTATUS[0]}"
-  ;;
-streams-span)
-  timeout 560 python3 scripts/gpu_two_streams.py --configs 16x2 8x2 --rounds 8 --deadline 430 2>&1 | noise \
-    | tee "$OUT/two_streams.log"
-  echo "two_streams exit ${PIPESTATUS[0]}"
-  ;;
+case "${1:-lanes}" in
 lanes)
   timeout 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_lanes.py 2>&1 | grep -v Warn | tail -40 | cut -c1-300
   timeout 420 python3 scripts/gpu_lanes.py --configs 16x480 8x480 1x520 1x260 --deadline 300 2>&1 | noise \
@@ -62,5 +52,5 @@ drop)
   timeout 300 python3 -m lseg_encoder.cli bench --backends compiled --sizes 260 390 --lanes 3 --mode device \
     --iterations 100 --out "$OUT" --name bench_drop_lanes --no-progress 2>&1 | noise | tail -12
   ;;
-*) echo "usage: $0 [streams|streams-span|lanes|probe|final|gate|recheck|drop]" >&2; exit 2 ;;
+*) echo "usage: $0 [lanes|probe|final|gate|recheck|drop]" >&2; exit 2 ;;
 esac

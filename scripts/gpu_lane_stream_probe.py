@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 import torch
-from gpu_two_streams import log, synthetic_vitl16  # scripts/, run as a script
+from gpu_lanes import log, synthetic_vitl16  # scripts/, run as a script
 
 from lseg_encoder.runners import pipeline
 from lseg_encoder.runners.compiled_runner import CompiledRunner

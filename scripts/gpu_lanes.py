@@ -1,7 +1,8 @@
 """H100 measurement for issue 13 (thirteenth session): the library's lanes (`CompiledRunner.graph_lanes`).
 
-Why: runs 71-73 (scripts/gpu_two_streams.py) found that two batches in flight on two CUDA streams
-give 3-4 % more images a second at batch 16 x 480 px than the same graphs one after another. This
+Why: runs 71-73 (scripts/gpu_two_streams.py at commit c878c99, the experiment that became
+`runners/lanes.py`) found that two batches in flight on two CUDA streams give 3-4 % more images a
+second at batch 16 x 480 px than the same graphs one after another. This
 measures what shipped from that, on the full ViT-L/16 with synthetic weights, fp16, every default:
 - device-only throughput, ms a batch over spans of CUDA events (`suites.timing.time_lanes`) with 1, 2
   and 3 lanes, and the compiled runner itself timed the same way (its `run_on_device`, one span per
@@ -18,18 +19,56 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 import torch
-from gpu_two_streams import call_info, log, runner_span_ms, synthetic_vitl16  # scripts/, run as a script
 
+from lseg_encoder.model import build_encoder
 from lseg_encoder.runners.compiled_runner import CompiledRunner
 from lseg_encoder.runners.pipeline import time_stream
-from lseg_encoder.suites.timing import time_lanes
+from lseg_encoder.suites.timing import machine_info, time_lanes
+from lseg_encoder.weights.checkpoint import RawCheckpoint, load_state_strict
+from lseg_encoder.weights.synthetic import synthetic_state_dict
 
 T0 = time.perf_counter()
 LANES = (1, 2, 3)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def call_info() -> dict:
+    """The machine, the card and the time of this call (every figure names them), logged too."""
+    info = machine_info()
+    info["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                                         "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    info["utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    log(f"{info['nvidia_smi']} torch {info['torch']}")
+    return info
+
+
+def synthetic_vitl16():
+    """The full ViT-L/16 encoder with synthetic weights (the image half of the checkpoint only)."""
+    sd = synthetic_state_dict("clip_vitl16_384", include=lambda k: not k.startswith("net.clip"))
+    enc = build_encoder("clip_vitl16_384")
+    load_state_strict(enc, RawCheckpoint(Path("synthetic"), {k[4:]: v for k, v in sd.items()}), enc.config)
+    return enc
+
+
+def runner_span_ms(runner: CompiledRunner, x: torch.Tensor, batches: int) -> float:
+    """ms a batch over `batches` calls of `run_on_device` in one span of CUDA events, as `time_lanes` times
+    the lanes (`time_runner` times each call apart, which leaves out any gap between calls)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    with torch.inference_mode():
+        start.record()
+        for _ in range(batches):
+            runner.run_on_device(x, torch.float32)
+        end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / batches
 
 
 def main() -> None:
