@@ -95,8 +95,9 @@ def run(args) -> int:
     for mode in modes:
         print(format_table(report, mode))
         print()
-    if format_lanes(report):
-        print(format_lanes(report))
+    lanes = format_lanes(report)
+    if lanes:
+        print(lanes)
         print()
     if report.skipped:
         print("not measured:")

@@ -59,9 +59,13 @@ def lanes_title(report: BenchReport) -> str:
             f"spans), batch {report.batch} - {report.backbone}{synthetic} on {report.hardware}")
 
 
+def _lane_results(report: BenchReport) -> list:
+    return [r for r in report.results if r.mode == "lanes"]
+
+
 def format_lanes(report: BenchReport) -> str:
     """One line per backend and size timed with lanes; '' when none was."""
-    rows = [r for r in report.results if r.mode == "lanes"]
+    rows = _lane_results(report)
     if not rows:
         return ""
     lines = [lanes_title(report)]
@@ -95,7 +99,7 @@ def format_markdown(report: BenchReport) -> str:
         lines += ["", f"## {table_title(report, mode)}", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lanes = [r for r in report.results if r.mode == "lanes"]
+    lanes = _lane_results(report)
     if lanes:
         n = report.lanes
         lines += ["", f"## {lanes_title(report)}", "",
