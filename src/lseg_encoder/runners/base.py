@@ -116,8 +116,7 @@ class Runner(abc.ABC):
         casts on the device, before any copy. `out` (with `to_host=True`) is a host tensor to copy
         into and return, reused across calls by the caller (see `host_buffer`).
         """
-        if not self.is_active:
-            raise LsegError(f"runner {self.name} is not active; call activate() or use `with runner:`")
+        self.require_active()
         if out is not None and not to_host:
             raise LsegError("out= is a host buffer; it needs to_host=True")
         self.check_input(x)
@@ -132,6 +131,10 @@ class Runner(abc.ABC):
         if result.dtype != want:
             return result.to(want)
         return result.clone() if self.output_is_borrowed and copy_borrowed else result
+
+    def require_active(self) -> None:
+        if not self.is_active:
+            raise LsegError(f"runner {self.name} is not active; call activate() or use `with runner:`")
 
     def check_input(self, x: torch.Tensor) -> None:
         spec = self.input_spec

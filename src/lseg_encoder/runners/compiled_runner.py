@@ -232,8 +232,7 @@ class CompiledRunner(TorchRunner):
             raise LsegError(f"lanes are CUDA graphs on CUDA streams; this runner is on {self.device}")
         if count < 1:
             raise LsegError(f"lanes must be at least 1, got {count}")
-        if not self.is_active:
-            raise LsegError(f"runner {self.name} is not active; call activate() or use `with runner:`")
+        self.require_active()
         self.check_input(example)
         key = (tuple(example.shape), out_dtype, count)
         lanes = self._lanes.get(key)

@@ -37,6 +37,15 @@ def _reuse(buffer: torch.Tensor | None, like: torch.Tensor, dtype: torch.dtype |
     return buffer
 
 
+def _staged(host_in: list, slot: int, x: torch.Tensor) -> torch.Tensor:
+    """`x`, copied into the pinned `host_in[slot]` if it is pageable host memory (an asynchronous copy
+    needs pinned memory); the caller knows that the slot's last copy to the device has finished."""
+    if x.device.type == "cpu" and not x.is_pinned():
+        host_in[slot] = _reuse(host_in[slot], x)
+        x = host_in[slot].copy_(x)
+    return x
+
+
 def stream_infer(runner: Runner, frames: Iterable[torch.Tensor], *,
                  out_dtype: torch.dtype | None = torch.float16, lanes: int = 1) -> Iterator[torch.Tensor]:
     """Yield host features for each (B,3,H,W) float32 frame, in order (see the module docstring)."""
@@ -57,14 +66,10 @@ def stream_infer(runner: Runner, frames: Iterable[torch.Tensor], *,
     pending: tuple[int, torch.cuda.Event] | None = None
     with torch.inference_mode():
         for i, x in enumerate(frames):
-            if not runner.is_active:
-                raise LsegError(f"runner {runner.name} is not active; call activate() or use `with runner:`")
+            runner.require_active()
             runner.check_input(x)
-            if x.device.type == "cpu" and not x.is_pinned():
-                # the staging slot was last read by the copy of frame i-2, which `pending` waited for
-                host_in[i % 2] = _reuse(host_in[i % 2], x)
-                x = host_in[i % 2].copy_(x)
-            x_dev = x.to(device, non_blocking=True)
+            # the staging slot was last read by the copy of frame i-2, which `pending` waited for
+            x_dev = _staged(host_in, i % 2, x).to(device, non_blocking=True)
             result = runner.run_on_device(x_dev, out_dtype)  # a fresh tensor: cast or copy of the graph's
             ready = torch.cuda.Event()
             ready.record(compute)
@@ -102,8 +107,7 @@ def _lane_stream(runner: Runner, frames: Iterable[torch.Tensor], count: int,
     pending: deque[tuple[int, torch.cuda.Event]] = deque()
     with torch.inference_mode():
         for i, x in enumerate(frames):
-            if not runner.is_active:
-                raise LsegError(f"runner {runner.name} is not active; call activate() or use `with runner:`")
+            runner.require_active()
             runner.check_input(x)
             if lanes is None or tuple(x.shape) != lanes.shape:
                 while pending:  # another shape: finish the frames of the last one first
@@ -111,9 +115,7 @@ def _lane_stream(runner: Runner, frames: Iterable[torch.Tensor], count: int,
                 lanes, first = runner.graph_lanes(x, count, out_dtype), i
             lane = (i - first) % count
             # this lane's last frame is done: it was yielded (waited for) before this one was queued
-            if x.device.type == "cpu" and not x.is_pinned():
-                host_in[lane] = _reuse(host_in[lane], x)
-                x = host_in[lane].copy_(x)
+            x = _staged(host_in, lane, x)
             slot = i % len(host_out)
             host_out[slot] = _reuse(host_out[slot], lanes.outputs[lane])
             pending.append((slot, lanes.submit(lane, x, host_out[slot])))
