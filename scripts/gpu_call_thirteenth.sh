@@ -18,6 +18,7 @@
 #        regression gate against the committed H100 baseline
 #   recheck (run 79) - the lane tests and the lanes ratio again after the second reading's changes (7665bfc)
 #   drop (run 80) - the lane tests and `bench --lanes 3` at 260 / 390 px after `CompiledRunner.drop_lanes`
+#   run 81 (`gate` again) - after the last reading moved the streams' checks and staging into shared helpers
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-lanes}" in
