@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Issue 13, fourteenth session (2026-11-26), H100 calls:
-#   branches (run 82) - the decoder's branches 1-3 on a side stream inside one forward's CUDA graph, against one
+#   branches (run 82; run 83 with calls queued back to back, as time_runner times, and a priority variant) - the
 #        stream and against the shipped runner, at batch 1 (scripts/gpu_branch_streams.py)
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-branches}" in
 branches)
-  timeout 560 python3 scripts/gpu_branch_streams.py --sizes 260 520 390 --deadline 400 2>&1 | noise \
+  timeout 560 python3 scripts/gpu_branch_streams.py --sizes 260 520 390 --deadline 330 2>&1 | noise \
     | tee "$OUT/branch_streams.log"
   echo "branches exit ${PIPESTATUS[0]}"
   ;;
