@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Issue 13, fourteenth session (2026-11-26), H100 calls:
 #   branches (run 82; run 83 with calls queued back to back, as time_runner times, and a priority variant) - the
-#        stream and against the shipped runner, at batch 1 (scripts/gpu_branch_streams.py)
+#        decoder's branches 1-3 on a side stream inside one forward's CUDA graph, against one stream and against
+#        the shipped runner, at batch 1 (scripts/gpu_branch_streams.py)
+#   extract (run 84) - extract's copy to the host overlapping the next chunk's forward: the extract tests natively,
+#        FeatureComputer one chunk at a time against overlapped (scripts/gpu_extract_overlap.py), then
+#        `lseg-encoder extract --sink none` on 2048 generated JPEGs with the code before the change (.old_src, carried:
+#        `git archive ef0d33a src | tar -x -C .old_src`) and after it, batch 8 and 16 at 480 px
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-branches}" in
@@ -10,5 +15,23 @@ branches)
     | tee "$OUT/branch_streams.log"
   echo "branches exit ${PIPESTATUS[0]}"
   ;;
-*) echo "usage: $0 [branches]" >&2; exit 2 ;;
+extract)
+  export LSEG_CACHE_DIR=$PWD/.artifact-cache
+  DATA=/tmp/lseg_bench/640x480
+  for part in a b c d; do timeout 120 python3 scripts/bench_images.py $DATA/$part 512 480x640 & done
+  timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_extract_overlap.py tests/test_extract.py 2>&1 \
+    | grep -v Warn | tail -4 | cut -c1-300
+  wait; ls $DATA/*/*.jpg | wc -l
+  timeout 200 python3 scripts/gpu_extract_overlap.py --batches 8 16 2>&1 | noise | tee "$OUT/extract_overlap.log"
+  for batch in 8 16; do
+    for code in after before; do
+      src=$PWD/src; [ $code = before ] && src=$PWD/.old_src/src
+      echo "== extract --sink none, 480 px, batch $batch, code $code the change"
+      PYTHONPATH=/tmp/site:$src timeout 110 python3 -c "import lseg_encoder.extract.compute as c; print(c.__file__, hasattr(c.FeatureComputer, 'native_start'))"
+      PYTHONPATH=/tmp/site:$src timeout 110 python3 -m lseg_encoder.cli extract $DATA --sink none --size 480 \
+        --batch $batch --workers 12 --no-progress 2>&1 | noise | tail -3
+    done
+  done 2>&1 | tee "$OUT/extract_cli.log"
+  ;;
+*) echo "usage: $0 [branches|extract]" >&2; exit 2 ;;
 esac

@@ -6,7 +6,8 @@ here directly: its images are all resized to one size, so a whole chunk is ONE f
 the uint8 batch normalised on the device (4x less host-to-device traffic than float32). Other
 recipes plan their own crops (`lseg_encoder.recipes`) and get the runner as their `forward`.
 After the encoder, still on the device: PCA projection, resize to `--feature-size`, cast to the
-stored dtype; only then the copy to host.
+stored dtype; only then the copy to host, on a stream of its own, so that it overlaps the next
+chunk's forward (`native_start`).
 """
 
 from __future__ import annotations
@@ -112,14 +113,20 @@ class FeatureComputer:
         mean, std = spec.config.mean_std
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._copier: torch.cuda.Stream | None = None  # the stream of the copies to the host (CUDA)
 
     def close(self) -> None:
         self.runner.deactivate()
 
-    @torch.inference_mode()
     def native_batch(self, pixels: torch.Tensor, raw: bool = False) -> list[np.ndarray]:
         """(B, H, W, 3) uint8 (pinned when on CUDA) -> B stored feature maps (`raw`: float32 encoder
         output, before PCA, resize and cast; what the PCA basis is fitted on)."""
+        return self.native_start(pixels, raw).result()
+
+    @torch.inference_mode()
+    def native_start(self, pixels: torch.Tensor, raw: bool = False) -> PendingFeatures:
+        """`native_batch` without the wait: the forward and the copy to the host are queued and this
+        returns; the caller prepares the next chunk meanwhile (`extract.pipeline.run_items`)."""
         count = int(pixels.shape[0])
         u8 = pixels.to(self.device, non_blocking=True)
         if self.pad_to and count < self.pad_to:
@@ -128,7 +135,7 @@ class FeatureComputer:
         x = ((x - self._mean) / self._std).contiguous()
         # stored as the runner writes them: ask for the stored dtype (see `_stores_runner_output`)
         out_dtype = DTYPES[self.spec.dtype] if not raw and self._stores_runner_output else None
-        return self._finish(self.runner.infer(x, to_host=False, out_dtype=out_dtype)[:count], raw)
+        return self._to_host(self._stored(self.runner.infer(x, to_host=False, out_dtype=out_dtype)[:count], raw))
 
     @torch.inference_mode()
     def recipe_images(self, images: list[torch.Tensor], raw: bool = False) -> list[np.ndarray]:
@@ -141,7 +148,7 @@ class FeatureComputer:
             outs = self.recipe.run_many(arrays, forward)
         else:
             outs = [self.recipe.run(a, forward) for a in arrays]
-        return [self._finish(torch.as_tensor(o).to(self.device)[None], raw)[0] for o in outs]
+        return [self._to_host(self._stored(torch.as_tensor(o).to(self.device)[None], raw)).result()[0] for o in outs]
 
     @property
     def _stores_runner_output(self) -> bool:
@@ -152,12 +159,10 @@ class FeatureComputer:
         traffic, 4.0-4.6 % less device time a batch on the H100 (docs/benchmarks.md, run 68)."""
         return self.pca is None and self.spec.feature_size is None
 
-    def _finish(self, feats: torch.Tensor, raw: bool = False) -> list[np.ndarray]:
-        """PCA, resize (in fp32), cast on the device; then one host copy for the batch."""
-        from ..runners.base import to_host_tensor
-
+    def _stored(self, feats: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """PCA, resize (in fp32) and cast, on the device: what is stored, before the copy to the host."""
         if raw:
-            return list(to_host_tensor(feats.float().contiguous()).numpy())
+            return feats.float().contiguous()
         if not self._stores_runner_output:
             feats = feats.float()
             if self.pca is not None:
@@ -165,5 +170,37 @@ class FeatureComputer:
             if self.spec.feature_size is not None:
                 feats = torch.nn.functional.interpolate(feats, size=self.spec.feature_size, mode="bilinear",
                                                         align_corners=False)
-        host = to_host_tensor(feats.to(DTYPES[self.spec.dtype]).contiguous())
-        return list(host.numpy())
+        return feats.to(DTYPES[self.spec.dtype]).contiguous()
+
+    def _to_host(self, feats: torch.Tensor) -> PendingFeatures:
+        """One copy of the batch into pinned host memory, on the copy stream: it runs while the compute
+        stream takes the next chunk. The block comes from PyTorch's caching host allocator and returns
+        to it once the arrays handed out (and so the writer's) are gone; pinning a new block is slow
+        (0.8 s for 472 MB on the H100 machine), so in a steady run the same few blocks circulate."""
+        if feats.device.type != "cuda":
+            return PendingFeatures(feats, None)
+        if self._copier is None:
+            self._copier = torch.cuda.Stream(self.device)
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(self.device))
+        self._copier.wait_event(ready)
+        with torch.cuda.stream(self._copier):
+            host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+            host.copy_(feats, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self._copier)
+        feats.record_stream(self._copier)  # the allocator must not hand the features out before the copy ends
+        return PendingFeatures(host, done)
+
+
+class PendingFeatures:
+    """A batch's stored features on their way to the host; `result()` waits for the copy and returns one
+    array per image (views of one pinned block, which stays pinned while any of them is alive)."""
+
+    def __init__(self, host: torch.Tensor, done: torch.cuda.Event | None):
+        self._host, self._done = host, done
+
+    def result(self) -> list[np.ndarray]:
+        if self._done is not None:
+            self._done.synchronize()
+        return list(self._host.numpy())

@@ -1,5 +1,7 @@
 """The local engine on one device: decode (worker processes) -> compute (this thread) -> write
-(background threads), overlapping, with every finished item reported through `emit`.
+(background threads), overlapping, with every finished item reported through `emit`. Within compute,
+a chunk's copy to the host overlaps the next chunk's forward: a chunk is started (forward and copy
+queued) before the one before it is finished (waited for, writes queued).
 
 The same function runs in-process for one device and in each spawned process for `--devices`; the
 caller decides what `emit` does (append to the manifest and tick the bar, or send to the parent).
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .compute import FeatureComputer, JobSpec
+from .compute import FeatureComputer, JobSpec, PendingFeatures
 from .decode import Decoder, ItemFailure
 from .inputs import Item
 from .loader import chunk_loader
@@ -73,18 +75,31 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
     try:
         stream = iter(loader)
         started = time.perf_counter()
+        pending: StartedChunk | None = None  # the chunk whose features are on their way to the host
         while True:
             t_wait = time.perf_counter()
             chunk = next(stream, None)
             times.wait += time.perf_counter() - t_wait
             if chunk is None:
                 break
-            times.add(run_chunk(computer, spec, output, chunk, items, emit, writer))
-            if not times.warmup_items:
+            try:
+                current = start_chunk(computer, spec, output, chunk, items, emit)
+            except ItemFailure:  # --fail-fast: the chunk before is written before the job stops
+                if pending is not None:
+                    times.add(finish_chunk(pending, output, writer, emit))
+                raise
+            if pending is not None:
+                times.add(finish_chunk(pending, output, writer, emit))
+            pending = current
+            if not times.warmup_items:  # the first chunk is finished at once: the warm-up is its wall time
+                times.add(finish_chunk(pending, output, writer, emit))
+                pending = None
                 computer.runner.synchronize()
                 times.warmup, times.warmup_items = time.perf_counter() - started, min(spec.batch, len(items))
                 if warm is not None:
                     warm()
+        if pending is not None:
+            times.add(finish_chunk(pending, output, writer, emit))
         writer.close()
     finally:
         writer.pool.shutdown(wait=True)
@@ -94,37 +109,60 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
     return times
 
 
-def run_chunk(computer: FeatureComputer, spec: JobSpec, output: Output, chunk, items: list[Item], emit,
-              writer: BackgroundWriter | None = None, offset: int = 0) -> StageTimes:
-    """One decoded chunk: record its failures, compute its features, queue its writes.
+@dataclass
+class StartedChunk:
+    """A chunk whose failures are recorded and whose features are queued: `features.result()` waits for them."""
 
-    `items[index - offset]` is the item of a chunk index. Without a `writer` (Ray actors) the
-    writes are finished before returning, and their time and bytes are counted here.
-    """
+    items: list[Item]
+    features: PendingFeatures | list
+    times: StageTimes
+
+
+def start_chunk(computer: FeatureComputer, spec: JobSpec, output: Output, chunk, items: list[Item], emit,
+                offset: int = 0) -> StartedChunk:
+    """Record a decoded chunk's failures and queue its forward and its copy to the host (native recipe;
+    other recipes compute here). `items[index - offset]` is the item of a chunk index."""
     times = StageTimes(decode=chunk.decode_seconds)
-    own_writer = writer is None
-    writer = writer or BackgroundWriter(output.fmt, enabled=output.sink == "files")
     for index, reason in chunk.failures:
         item = items[index - offset]
         emit(Record(item.id, item.source, "failed", reason=reason))
         if output.fail_fast:
             raise ItemFailure(f"{item.id}: {reason} (--fail-fast)")
-    if chunk.indices:
+    mine = [items[i - offset] for i in chunk.indices]
+    features: PendingFeatures | list = []
+    if mine:
         t_compute = time.perf_counter()
-        mine = [items[i - offset] for i in chunk.indices]
         if spec.native_size is not None:  # every image was resized to one size: one forward call
-            feats = computer.native_batch(chunk.pixels if chunk.stacked else torch.stack(chunk.pixels))
+            features = computer.native_start(chunk.pixels if chunk.stacked else torch.stack(chunk.pixels))
         else:
-            feats = _per_image(computer, chunk, mine, emit, output.fail_fast)
+            features = _per_image(computer, chunk, mine, emit, output.fail_fast)
         times.compute = time.perf_counter() - t_compute
-        share = times.compute / len(mine)
+    return StartedChunk(mine, features, times)
+
+
+def finish_chunk(started: StartedChunk, output: Output, writer: BackgroundWriter, emit) -> StageTimes:
+    """Wait for a started chunk's features and queue their writes; `compute` counts the wait."""
+    times = started.times
+    t_wait = time.perf_counter()
+    feats = started.features.result() if isinstance(started.features, PendingFeatures) else started.features
+    times.compute += time.perf_counter() - t_wait
+    if started.items:
+        share = times.compute / len(started.items)
         out = Path(output.out)
-        for item, array in zip(mine, feats):
+        for item, array in zip(started.items, feats):
             if array is not None:
                 writer.submit(feature_path(out, item.id, output.fmt), array, _on_written(item, array, share, emit))
-    if own_writer:
-        writer.close()
-        times.write, times.bytes = writer.seconds, writer.bytes
+    return times
+
+
+def run_chunk(computer: FeatureComputer, spec: JobSpec, output: Output, chunk, items: list[Item], emit,
+              offset: int = 0) -> StageTimes:
+    """One decoded chunk from start to written (Ray actors): failures recorded, features computed, writes
+    finished before returning, their time and bytes counted here."""
+    writer = BackgroundWriter(output.fmt, enabled=output.sink == "files")
+    times = finish_chunk(start_chunk(computer, spec, output, chunk, items, emit, offset), output, writer, emit)
+    writer.close()
+    times.write, times.bytes = writer.seconds, writer.bytes
     return times
 
 
