@@ -25,6 +25,7 @@ def run(tiny_checkpoint, tiny_encoder):
         kw.setdefault("size", SIZE)
         kw.setdefault("workers", 0)
         kw.setdefault("batch", 2)
+        kw.setdefault("device", "cpu")  # what these tests assert (exact fp32 features) is the CPU's, on any machine
         return extract(inputs, out, weights=str(tiny_checkpoint), encoder=tiny_encoder, progress=False, **kw)
     return _run
 
@@ -215,8 +216,11 @@ def test_bad_invocations_fail_before_the_model(run, images, tmp_path, monkeypatc
     monkeypatch.setattr(checkpoint, "load_encoder", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(InputSizeError, match="not supported by tiny"):
         extract([folder], tmp_path / "o", size=(80, 80), backbone="tiny", progress=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the refusal of a machine without a GPU
     with pytest.raises(LsegError, match="--devices all needs CUDA"):
         extract([folder], tmp_path / "o", devices="all", backbone="tiny", progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(checkpoint, "load_encoder", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(InputError, match="does not exist"):
         extract([tmp_path / "nope"], tmp_path / "o", size=SIZE, backbone="tiny", progress=False)
     with pytest.raises(InputError, match="matches no files"):

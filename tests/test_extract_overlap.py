@@ -37,7 +37,7 @@ def test_each_chunk_starts_before_the_one_before_it_is_finished(tiny_checkpoint,
     monkeypatch.setattr(FeatureComputer, "native_start", recorded_start)
     monkeypatch.setattr(PendingFeatures, "result", recorded_result)
     summary = extract([tmp_path / "images"], tmp_path / "out", weights=str(tiny_checkpoint), encoder=tiny_encoder,
-                      size=SIZE, workers=0, batch=2, progress=False)
+                      size=SIZE, workers=0, batch=2, progress=False, device="cpu")
     assert (summary.ok, summary.failed) == (6, 0)
     assert calls == ["start", "result 1", "start", "start", "result 2", "result 3"]
     assert len(feature_files(tmp_path / "out")) == 6
@@ -51,7 +51,7 @@ def test_fail_fast_writes_the_chunk_in_flight_before_it_stops(tiny_checkpoint, t
     (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(LsegError, match=r"zz_broken: cannot decode image .*\(--fail-fast\)"):
         extract([folder], tmp_path / "out", weights=str(tiny_checkpoint), encoder=tiny_encoder, size=SIZE,
-                workers=0, batch=2, progress=False, fail_fast=True)
+                workers=0, batch=2, progress=False, fail_fast=True, device="cpu")
     assert sorted(feature_files(tmp_path / "out")) == ids
 
 
