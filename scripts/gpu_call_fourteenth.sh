@@ -7,6 +7,8 @@
 #        FeatureComputer one chunk at a time against overlapped (scripts/gpu_extract_overlap.py), then
 #        `lseg-encoder extract --sink none` on 2048 generated JPEGs with the code before the change (.old_src, carried:
 #        `git archive ef0d33a src | tar -x -C .old_src`) and after it, batch 8 and 16 at 480 px
+#   extract-long (run 85) - the extract tests natively after their fixtures were pinned to the CPU, and the CLI
+#        A/B again on 4096 JPEGs, after the second pinned block moved into the warm-up
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-branches}" in
@@ -33,5 +35,21 @@ extract)
     done
   done 2>&1 | tee "$OUT/extract_cli.log"
   ;;
-*) echo "usage: $0 [branches|extract]" >&2; exit 2 ;;
+extract-long)
+  export LSEG_CACHE_DIR=$PWD/.artifact-cache
+  DATA=/tmp/lseg_bench/640x480
+  for part in a b c d e f g h; do timeout 150 python3 scripts/bench_images.py $DATA/$part 512 480x640 & done
+  timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_extract_overlap.py tests/test_extract.py 2>&1 \
+    | grep -v Warn | tail -4 | cut -c1-300
+  wait; ls $DATA/*/*.jpg | wc -l
+  for batch in 8 16; do
+    for code in after before; do
+      src=$PWD/src; [ $code = before ] && src=$PWD/.old_src/src
+      echo "== extract --sink none, 480 px, batch $batch, code $code the change ($src)"
+      PYTHONPATH=/tmp/site:$src timeout 100 python3 -m lseg_encoder.cli extract $DATA --sink none --size 480 \
+        --batch $batch --workers 14 --no-progress 2>&1 | noise | tail -3
+    done
+  done 2>&1 | tee "$OUT/extract_cli_long.log"
+  ;;
+*) echo "usage: $0 [branches|extract|extract-long]" >&2; exit 2 ;;
 esac
