@@ -179,11 +179,13 @@ class FeatureComputer:
         (0.8 s for 472 MB on the H100 machine), so in a steady run the same few blocks circulate."""
         if feats.device.type != "cuda":
             return PendingFeatures(feats, None)
+        spare = None
         if self._copier is None:  # the first chunk: the job's warm-up
             self._copier = torch.cuda.Stream(self.device)
-            # two chunks are on their way to the host once the overlap runs: pin the second block now, inside the
-            # warm-up, rather than in the middle of the run (freed at once, it waits in the allocator's cache)
-            torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+            # two chunks are on their way to the host once the overlap runs: pin a second block now, inside the
+            # warm-up, rather than in the middle of the run; held until this chunk's block is taken, so that the
+            # two are distinct, then left in the allocator's cache
+            spare = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
         ready = torch.cuda.Event()
         ready.record(torch.cuda.current_stream(self.device))
         self._copier.wait_event(ready)
@@ -192,6 +194,7 @@ class FeatureComputer:
             host.copy_(feats, non_blocking=True)
             done = torch.cuda.Event()
             done.record(self._copier)
+        del spare
         feats.record_stream(self._copier)  # the allocator must not hand the features out before the copy ends
         return PendingFeatures(host, done)
 
