@@ -9,6 +9,8 @@
 #        `git archive ef0d33a src | tar -x -C .old_src`) and after it, batch 8 and 16 at 480 px
 #   extract-long (run 85) - the extract tests natively after their fixtures were pinned to the CPU, and the CLI
 #        A/B again on 4096 JPEGs, after the second pinned block moved into the warm-up
+#   devices (run 86, nvidia-h100-x2) - scripts/gpu_extract_multi.sh (each card alone, then --devices all, then the
+#        byte identity of one GPU's and all GPUs' files) with the overlap, and --devices all with the code before it
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-branches}" in
@@ -51,5 +53,11 @@ extract-long)
     done
   done 2>&1 | tee "$OUT/extract_cli_long.log"
   ;;
-*) echo "usage: $0 [branches|extract|extract-long]" >&2; exit 2 ;;
+devices)  # on nvidia-h100-x2
+  bash scripts/gpu_extract_multi.sh 2>&1 | tee "$OUT/multi_gpu.log"
+  echo "== code before the change (.old_src): all GPUs (--devices all), 8192 images, --sink none"
+  PYTHONPATH=/tmp/site:$PWD/.old_src/src timeout 150 python3 -m lseg_encoder.cli extract /tmp/lseg_bench/x8 --sink none \
+    --size 480 --batch 16 --workers 8 --no-progress --devices all 2>&1 | noise | tail -4 | tee -a "$OUT/multi_gpu.log"
+  ;;
+*) echo "usage: $0 [branches|extract|extract-long|devices]" >&2; exit 2 ;;
 esac
