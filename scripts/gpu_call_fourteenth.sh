@@ -10,7 +10,11 @@
 #   extract-long (run 85) - the extract tests natively after their fixtures were pinned to the CPU, and the CLI
 #        A/B again on 4096 JPEGs, after the second pinned block moved into the warm-up
 #   devices (run 86, nvidia-h100-x2) - scripts/gpu_extract_multi.sh (each card alone, then --devices all, then the
-#        byte identity of one GPU's and all GPUs' files) with the overlap, and --devices all with the code before it
+#        byte identity of one GPU's and all GPUs' files) with the overlap, and --devices all with the code before it.
+#        It ran on 2 H200s and found cuda:1 failing in every run, before and after the change: the finish kernel's
+#        eager Triton launch went to the current device (cuda:0)
+#   devices-fix (run 87) - the finish kernel under a device guard, the extract workers' device made current:
+#        the 2-GPU kernel test natively, then --devices all and --devices cuda:1 on 8192 JPEGs
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-branches}" in
@@ -59,5 +63,18 @@ devices)  # on nvidia-h100-x2
   PYTHONPATH=/tmp/site:$PWD/.old_src/src timeout 150 python3 -m lseg_encoder.cli extract /tmp/lseg_bench/x8 --sink none \
     --size 480 --batch 16 --workers 8 --no-progress --devices all 2>&1 | noise | tail -4 | tee -a "$OUT/multi_gpu.log"
   ;;
-*) echo "usage: $0 [branches|extract|extract-long|devices]" >&2; exit 2 ;;
+devices-fix)  # on nvidia-h100-x2 / nvidia-h200-x2, after the device guard of the finish kernel
+  export LSEG_CACHE_DIR=$PWD/.artifact-cache NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+  DATA=/tmp/lseg_bench/x
+  for part in a b c d e f g h; do timeout 100 python3 scripts/bench_images.py $DATA/one/$part 512 480x640 & done
+  timeout 90 python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py -k "not_current or equals_upsample" 2>&1 \
+    | grep -v Warn | tail -3 | tee "$OUT/devices_fix.log"
+  wait; cp -r $DATA/one $DATA/two; ls $DATA/*/*/*.jpg | wc -l
+  for devices in all cuda:1; do  # all first: both devices compile cold, side by side
+    echo "== extract --sink none, 480 px, batch 16, 8 workers a device, 8192 images, --devices $devices"
+    timeout 120 python3 -m lseg_encoder.cli extract $DATA --sink none --size 480 --batch 16 --workers 8 \
+      --no-progress --devices $devices 2>&1 | noise | tail -3
+  done 2>&1 | tee -a "$OUT/devices_fix.log"
+  ;;
+*) echo "usage: $0 [branches|extract|extract-long|devices|devices-fix]" >&2; exit 2 ;;
 esac

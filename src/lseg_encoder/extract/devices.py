@@ -35,6 +35,10 @@ def _worker(spec: JobSpec, output: Output, plan: list[Item], counter, results) -
     """Entry point of one device process: everything it finishes goes back through `results`."""
     _die_with_parent()
     try:
+        if spec.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.set_device(spec.device)  # kernels launched outside a compiled graph go to this device too
         times = run_items(spec, output, plan, counter, lambda r: results.put(("record", dataclasses.asdict(r))),
                           warm=lambda: results.put(("warm", None)))
         results.put(("done", dataclasses.asdict(times)))

@@ -15,6 +15,8 @@ rounded to fp16 before the norm: slightly closer to fp32.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -109,8 +111,13 @@ def upsample2_normalize(head: torch.Tensor, dtype: torch.dtype = torch.float32, 
     (`.cs`): the features are written once and not read here, head1 is what L2 should keep.
 
     A plain launch, for eager callers (the compiled runner's finish after its CUDA graph): no
-    dispatcher in front of it. Graphs that must contain the kernel call `upsample2_normalize_op`."""
-    return _launch(_upsample2_normalize_kernel, head, dtype, tile or TILE, streaming)
+    dispatcher in front of it. Graphs that must contain the kernel call `upsample2_normalize_op`.
+
+    Launched with `head`'s device current: Triton launches on the current device's stream and refuses
+    pointers of another device ("cannot be accessed from Triton"), which broke runners on cuda:1 and so
+    `extract --devices all` (run 86). Inductor's compiled graphs guard their own device."""
+    with torch.cuda.device(head.device) if head.is_cuda else contextlib.nullcontext():
+        return _launch(_upsample2_normalize_kernel, head, dtype, tile or TILE, streaming)
 
 
 # `triton_op`: torch.export records it as one node and AOTInductor compiles the kernel into the
