@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13, fourteenth session (2026-11-26), H100 calls:
+# Issue 13, fourteenth session (2026-11-26), H100 calls (runs 82-85) and 2x H200 calls (runs 86-87):
 #   branches (run 82; run 83 with calls queued back to back, as time_runner times, and a priority variant) - the
 #        decoder's branches 1-3 on a side stream inside one forward's CUDA graph, against one stream and against
 #        the shipped runner, at batch 1 (scripts/gpu_branch_streams.py)
@@ -14,7 +14,8 @@
 #        It ran on 2 H200s and found cuda:1 failing in every run, before and after the change: the finish kernel's
 #        eager Triton launch went to the current device (cuda:0)
 #   devices-fix (run 87) - the finish kernel under a device guard, the extract workers' device made current:
-#        the 2-GPU kernel test natively, then --devices all and --devices cuda:1 on 8192 JPEGs
+#        the 2-GPU kernel test natively, then --devices all and --devices cuda:1 on 8192 JPEGs. In run 87 the
+#        --devices all run (both devices compiling cold) hit its limit, then 120 s, with no output: now 240 s
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 case "${1:-branches}" in
@@ -72,7 +73,7 @@ devices-fix)  # on nvidia-h100-x2 / nvidia-h200-x2, after the device guard of th
   wait; cp -r $DATA/one $DATA/two; ls $DATA/*/*/*.jpg | wc -l
   for devices in all cuda:1; do  # all first: both devices compile cold, side by side
     echo "== extract --sink none, 480 px, batch 16, 8 workers a device, 8192 images, --devices $devices"
-    timeout 120 python3 -m lseg_encoder.cli extract $DATA --sink none --size 480 --batch 16 --workers 8 \
+    timeout 240 python3 -m lseg_encoder.cli extract $DATA --sink none --size 480 --batch 16 --workers 8 \
       --no-progress --devices $devices 2>&1 | noise | tail -3
   done 2>&1 | tee -a "$OUT/devices_fix.log"
   ;;
