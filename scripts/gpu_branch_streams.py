@@ -141,20 +141,6 @@ def capture(fn, x: torch.Tensor, side, priority: int = 0) -> tuple[torch.cuda.CU
     return graph, out
 
 
-def time_calls(call, iterations: int) -> list[float]:
-    """ms a call from CUDA events, calls queued back to back (one synchronisation at the end), as
-    `suites.timing.time_runner` times: host-side launch cost is hidden while the GPU is busy."""
-    events = []
-    for _ in range(iterations):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        call()
-        end.record()
-        events.append((start, end))
-    torch.cuda.synchronize()
-    return [start.elapsed_time(end) for start, end in events]
-
-
 def cpu_check() -> None:
     """The pieces compute the trunk (fp32 eager on the CPU, 260 px, the full ViT-L/16, synthetic weights)."""
     from gpu_lanes import synthetic_vitl16
@@ -179,7 +165,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.cpu_check:
         return cpu_check()
-    from gpu_lanes import T0, call_info, log, synthetic_vitl16
+    from gpu_lanes import T0, call_info, log, synthetic_vitl16, time_calls
 
     from lseg_encoder.fidelity.metrics import feature_metrics
     from lseg_encoder.fidelity.tolerances import tolerance_for

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import torch
+from gpu_lanes import time_calls
 
 from lseg_encoder.kernels.upsample_normalize import upsample2_normalize
 from lseg_encoder.model.encoder import normalize_channels
@@ -34,15 +35,7 @@ def median_ms(fn, reps: int = 50) -> float:
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        times.append((a, b))
-    torch.cuda.synchronize()
-    return sorted(s.elapsed_time(e) for s, e in times)[reps // 2]
+    return sorted(time_calls(fn, reps))[reps // 2]
 
 
 def main() -> None:

@@ -58,6 +58,20 @@ def synthetic_vitl16():
     return enc
 
 
+def time_calls(call, iterations: int) -> list[float]:
+    """ms a call from CUDA events, calls queued back to back (one synchronisation at the end), as
+    `suites.timing.time_runner` times: host-side launch cost is hidden while the GPU is busy."""
+    events = []
+    for _ in range(iterations):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize()
+    return [start.elapsed_time(end) for start, end in events]
+
+
 def runner_span_ms(runner: CompiledRunner, x: torch.Tensor, batches: int) -> float:
     """ms a batch over `batches` calls of `run_on_device` in one span of CUDA events, as `time_lanes` times
     the lanes (`time_runner` times each call apart, which leaves out any gap between calls)."""
