@@ -177,6 +177,8 @@ class FeatureComputer:
         stream takes the next chunk. The block comes from PyTorch's caching host allocator and returns
         to it once the arrays handed out (and so the writer's) are gone; pinning a new block is slow
         (0.8 s for 472 MB on the H100 machine), so in a steady run the same few blocks circulate."""
+        from ..runners.base import copy_to_host_behind
+
         if feats.device.type != "cuda":
             return PendingFeatures(feats, None)
         spare = None
@@ -186,17 +188,9 @@ class FeatureComputer:
             # warm-up, rather than in the middle of the run; held until this chunk's block is taken, so that the
             # two are distinct, then left in the allocator's cache
             spare = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
-        ready = torch.cuda.Event()
-        ready.record(torch.cuda.current_stream(self.device))
-        self._copier.wait_event(ready)
-        with torch.cuda.stream(self._copier):
-            host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
-            host.copy_(feats, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record(self._copier)
+        host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
         del spare
-        feats.record_stream(self._copier)  # the allocator must not hand the features out before the copy ends
-        return PendingFeatures(host, done)
+        return PendingFeatures(host, copy_to_host_behind(feats, host, self._copier))
 
 
 class PendingFeatures:

@@ -66,6 +66,22 @@ def to_host_tensor(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Te
     return out
 
 
+def copy_to_host_behind(t: torch.Tensor, host: torch.Tensor, copier: torch.cuda.Stream) -> torch.cuda.Event:
+    """Queue the copy of device tensor `t` into the pinned `host` on the stream `copier`, after the work
+    already queued on the current stream (which writes `t`), and return the event that ends the copy.
+    The current stream goes on meanwhile: the copy overlaps whatever is queued on it next. `t` stays
+    reserved until the copy ends (the allocator would otherwise hand its memory to that next work)."""
+    ready = torch.cuda.Event()
+    ready.record(torch.cuda.current_stream(t.device))
+    copier.wait_event(ready)
+    with torch.cuda.stream(copier):
+        host.copy_(t, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(copier)
+    t.record_stream(copier)
+    return done
+
+
 class Runner(abc.ABC):
     """Base class of all backends. Subclasses set `backend`, `precision`, `config` and `device`."""
 

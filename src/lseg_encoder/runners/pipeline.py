@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from ..errors import LsegError
-from .base import Runner
+from .base import Runner, copy_to_host_behind
 
 _RING = 3
 
@@ -59,7 +59,6 @@ def stream_infer(runner: Runner, frames: Iterable[torch.Tensor], *,
             yield runner.infer(x, out_dtype=out_dtype)
         return
     device = runner.device
-    compute = torch.cuda.current_stream(device)
     copier = torch.cuda.Stream(device)
     host_in: list[torch.Tensor | None] = [None, None]
     host_out: list[torch.Tensor | None] = [None] * _RING
@@ -71,16 +70,9 @@ def stream_infer(runner: Runner, frames: Iterable[torch.Tensor], *,
             # the staging slot was last read by the copy of frame i-2, which `pending` waited for
             x_dev = _staged(host_in, i % 2, x).to(device, non_blocking=True)
             result = runner.run_on_device(x_dev, out_dtype)  # a fresh tensor: cast or copy of the graph's
-            ready = torch.cuda.Event()
-            ready.record(compute)
             slot = i % _RING
             host_out[slot] = _reuse(host_out[slot], result)
-            copier.wait_event(ready)
-            with torch.cuda.stream(copier):
-                host_out[slot].copy_(result, non_blocking=True)
-                done = torch.cuda.Event()
-                done.record(copier)
-            result.record_stream(copier)  # the allocator must not reuse it before the copy ends
+            done = copy_to_host_behind(result, host_out[slot], copier)
             del result
             if pending is not None:
                 prev_slot, prev_done = pending
