@@ -48,7 +48,7 @@ from ..model.fused_finish import fused_finish_default
 from ..model.gelu_epilogue import gelu_epilogue_default, use_gelu_epilogue
 from ..model.kernel_attention import kernel_attention_default, use_kernel_attention
 from ..precisions import TORCH_DTYPES
-from .lanes import GraphLanes
+from .lanes import GraphLanes, check_lane_count
 from .torch_runner import TorchRunner, require_device
 
 _DTYPES = {**TORCH_DTYPES, "fp8": torch.float16}  # fp8: E4M3 GEMMs between fp16 activations
@@ -230,8 +230,7 @@ class CompiledRunner(TorchRunner):
         `run_on_device` computes, to the bit (the same compiled kernels). Kept per (shape, dtype, count)."""
         if self.device.type != "cuda":
             raise LsegError(f"lanes are CUDA graphs on CUDA streams; this runner is on {self.device}")
-        if count < 1:
-            raise LsegError(f"lanes must be at least 1, got {count}")
+        check_lane_count(count)
         self.require_active()
         self.check_input(example)
         key = (tuple(example.shape), out_dtype, count)

@@ -26,6 +26,12 @@ import torch
 from ..errors import LsegError
 
 
+def check_lane_count(count: int) -> None:
+    """The one rule on a number of lanes, checked by every entry point before it does any work."""
+    if count < 1:
+        raise LsegError(f"lanes must be at least 1, got {count}")
+
+
 class GraphLanes:
     """`count` CUDA graphs of `forward` on as many streams, for inputs shaped like `example`.
 
@@ -35,8 +41,7 @@ class GraphLanes:
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, count: int,
                  context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
-        if count < 1:
-            raise LsegError(f"lanes must be at least 1, got {count}")
+        check_lane_count(count)
         if example.device.type != "cuda":
             raise LsegError("graph lanes are CUDA graphs on CUDA streams: the example input must be on CUDA")
         self.shape, self.device = tuple(example.shape), example.device

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import LsegError
 from .base import Runner, copy_to_host_behind
+from .lanes import check_lane_count
 
 _RING = 3
 
@@ -49,8 +50,7 @@ def _staged(host_in: list, slot: int, x: torch.Tensor) -> torch.Tensor:
 def stream_infer(runner: Runner, frames: Iterable[torch.Tensor], *,
                  out_dtype: torch.dtype | None = torch.float16, lanes: int = 1) -> Iterator[torch.Tensor]:
     """Yield host features for each (B,3,H,W) float32 frame, in order (see the module docstring)."""
-    if lanes < 1:
-        raise LsegError(f"lanes must be at least 1, got {lanes}")
+    check_lane_count(lanes)
     if lanes > 1:
         yield from _lane_stream(runner, frames, lanes, out_dtype or torch.float32)
         return

@@ -32,6 +32,7 @@ import torch
 
 from ..backends import check_backends
 from ..errors import LsegError
+from ..runners.lanes import check_lane_count
 from ..sizes import size_label, size_name
 from .sweep import RunnerPool, Skip, first_line, sweep
 from .timing import LatencyStats, encoder_flops, machine_info, time_lanes, time_runner
@@ -133,8 +134,7 @@ def run_benchmarks(encoder, backends: Sequence[str], sizes: Sequence[tuple[int, 
     bad_modes = [m for m in modes if m not in MODES]
     if bad_modes:
         raise LsegError(f"unknown mode(s) {', '.join(bad_modes)}; use {' / '.join(MODES)}")
-    if lanes < 1:
-        raise LsegError(f"lanes must be at least 1, got {lanes}")
+    check_lane_count(lanes)
     sizes = [(int(h), int(w)) for h, w in sizes]
     machine = machine_info()
     source = None
