@@ -24,12 +24,14 @@ ls $DATA/one/*.jpg | head -64 > $DATA/subset.txt
 run() {  # label, timeout, extract arguments...
   local label=$1 limit=$2; shift 2
   echo "== $label"
-  /usr/bin/time -f "wall %e s" timeout "$limit" $CLI extract "$@" --size 480 --batch 16 --workers 8 --no-progress 2>&1 | quiet | tail -5
+  # past its limit the parent gets SIGABRT, and faulthandler prints where each of its threads waits
+  PYTHONFAULTHANDLER=1 /usr/bin/time -f "wall %e s" timeout -s ABRT -k 15 "$limit" $CLI extract "$@" --size 480 \
+    --batch 16 --workers 8 --no-progress 2>&1 | quiet | tail -"${TAIL:-5}"
 }
 for d in cuda:0 cuda:1; do run "1 GPU ($d), 8192 images, --sink none" 150 $DATA/x8 --sink none --devices $d; done
 nvidia-smi --query-gpu=index,utilization.gpu --format=csv,noheader,nounits -lms 500 > $OUT/util_all.csv 2>&1 &
 SMI=$!
-run "all GPUs (--devices all), 8192 images, --sink none" 150 $DATA/x8 --sink none --devices all
+TAIL=40 run "all GPUs (--devices all), 8192 images, --sink none" 180 $DATA/x8 --sink none --devices all
 kill $SMI 2>/dev/null
 echo "== GPU utilisation samples during the all-GPU run (every 0.5 s): busy (>50 %) samples per GPU"
 awk -F', *' '{n[$1]++; if ($2+0 > 50) b[$1]++} END {for (g in n) print "GPU " g ": " b[g]+0 " of " n[g] " samples busy"}' $OUT/util_all.csv
