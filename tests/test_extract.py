@@ -264,6 +264,8 @@ def test_two_cpu_processes_share_the_queue_and_match_one(run, images, tmp_path):
     assert summary.ok == 6 and summary.device == "cpu,cpu"
     # each process that got a chunk warmed up once (one may claim all 3 chunks first); warm-ups overlap, not summed
     assert summary.stages.warmup_items in (2, 4) and summary.stages.warmup < summary.seconds
+    assert [d for d, _ in summary.warm_marks] in (["cpu"], ["cpu", "cpu"])  # the parent heard each warm process
+    assert all(0 < t < summary.seconds for _, t in summary.warm_marks)
     a, b = feature_files(tmp_path / "one"), feature_files(tmp_path / "two")
     assert sorted(b) == ids
     for item_id in ids:
@@ -314,21 +316,37 @@ def test_steady_window_opens_when_the_last_device_is_warm(monkeypatch):
     from lseg_encoder.extract.manifest import Record
     from lseg_encoder.extract.summary import Tally
 
-    clock = iter([1.0, 2.0, 10.0, 11.0, 12.0, 20.0, 21.0, 22.0])
+    clock = iter([0.5, 1.0, 2.0, 10.0, 11.0, 12.0, 20.0, 21.0, 22.0])
     monkeypatch.setattr(summary_mod.time, "monotonic", lambda: next(clock))
-    tally = Tally()
+    tally = Tally()  # 0.5: the start
     ok = Record("x", "x.png", "ok")
     assert tally.steady_window() is None  # nobody warm yet
     tally(ok)  # 1.0: first batch of device A
-    tally.warm()  # 2.0: A warm
+    tally.warm("A")  # 2.0: A warm
     tally(ok)  # 10.0: A's second batch, while B still compiles: not steady
-    tally.warm()  # 11.0: B warm -> the window opens
+    tally.warm("B")  # 11.0: B warm -> the window opens
     tally(ok)  # 12.0
     tally(Record("y", "y.png", "failed", reason="bad"))  # failures take no clock reading
     tally(ok)  # 20.0
     tally(ok)  # 21.0
     assert tally.steady_window() == (3, 10.0)  # items at 12, 20, 21 over 21 - 11 s
     assert tally.ok == 5 and tally.failed == 1
+    assert tally.warm_marks == [("A", 1.5), ("B", 10.5)]
+
+
+def test_summary_names_when_each_device_joined():
+    """With several devices, a late one (a slow start, a cold compile) must show in the closing lines."""
+    from lseg_encoder.extract.pipeline import StageTimes
+    from lseg_encoder.extract.summary import ExtractSummary
+
+    def lines(marks):
+        return ExtractSummary(out=None, total=4, skipped=0, ok=4, failed=0, seconds=60.0, bytes=0,
+                              stages=StageTimes(), device="cuda:0,cuda:1", backend="compiled",
+                              warm_marks=marks).lines()
+
+    joined = [line for line in lines([("cuda:0", 26.4), ("cuda:1", 40.05)]) if line.startswith("first batch")]
+    assert joined and "cuda:0 26.4 s, cuda:1 40.0 s" in joined[0]
+    assert not any(line.startswith("first batch") for line in lines([("cuda:0", 26.4)]))
 
 
 def test_stage_times_keep_the_longest_warmup_of_parallel_devices():

@@ -200,7 +200,8 @@ def extract(inputs, out=None, *, recipe: str = NATIVE, size=(480, 480), recipe_o
     return ExtractSummary(out=str(out_path) if out_path else None, total=len(selected), skipped=len(done),
                           ok=tally.ok, failed=tally.failed, seconds=seconds, bytes=stages.bytes, stages=stages,
                           device=",".join(device_list) if device_list else device, backend=backend,
-                          failures=tally.failures, steady=tally.steady_window())
+                          failures=tally.failures, steady=tally.steady_window(),
+                          warm_marks=tally.warm_marks)
 
 
 def _run_engine(engine, spec: JobSpec, output: Output, plan: list[Item], tally, device_list, ray_address,
@@ -219,7 +220,8 @@ def _run_engine(engine, spec: JobSpec, output: Output, plan: list[Item], tally, 
 
     computer = FeatureComputer(spec, encoder)
     try:
-        return run_items(spec, output, plan, new_counter(), tally, computer=computer, warm=tally.warm)
+        return run_items(spec, output, plan, new_counter(), tally, computer=computer,
+                         warm=lambda: tally.warm(str(computer.device)))
     finally:
         computer.close()
 

@@ -40,7 +40,7 @@ def _worker(spec: JobSpec, output: Output, plan: list[Item], counter, results) -
 
             torch.cuda.set_device(spec.device)  # kernels launched outside a compiled graph go to this device too
         times = run_items(spec, output, plan, counter, lambda r: results.put(("record", dataclasses.asdict(r))),
-                          warm=lambda: results.put(("warm", None)))
+                          warm=lambda: results.put(("warm", spec.device)))
         results.put(("done", dataclasses.asdict(times)))
     except LsegError as exc:
         results.put(("error", f"{spec.device}: {exc}"))
@@ -74,7 +74,7 @@ def run_devices(spec: JobSpec, output: Output, plan: list[Item], tally, devices:
             if kind == "record":
                 tally(Record(**payload))
             elif kind == "warm":  # clocked here, on the parent's clock, after that device's first records
-                tally.warm()
+                tally.warm(payload)
             elif kind == "done":
                 stages.add(StageTimes(**payload))
                 finished += 1

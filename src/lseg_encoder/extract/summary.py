@@ -24,6 +24,7 @@ class ExtractSummary:
     backend: str
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
     steady: tuple[int, float] | None = None  # (items, seconds) once every device was warm: Tally.steady_window
+    warm_marks: list[tuple[str, float]] = field(default_factory=list)  # (device, seconds from the start): Tally
 
     @property
     def images_per_second(self) -> float:
@@ -55,6 +56,9 @@ class ExtractSummary:
             f"stages: model load {s.load:.1f} s | decode {s.decode:.1f} s (worker CPU) | waiting for decode "
             f"{s.wait:.1f} s | compute {s.compute:.1f} s | write {s.write:.1f} s (writer threads)",
         ]
+        if len(self.warm_marks) > 1:  # several devices: when each joined, so a late one shows
+            out.append("first batch done at " + ", ".join(f"{d} {t:.1f} s" for d, t in self.warm_marks)
+                       + " (from the start; each includes its process's start, model load and compilation)")
         for item_id, reason in self.failures[:10]:
             out.append(f"failed: {item_id}: {reason}")
         if len(self.failures) > 10:
@@ -83,12 +87,15 @@ class Tally:
         self._warm_at: float | None = None
         self._since_warm = 0
         self._last_ok = 0.0
+        self._started = time.monotonic()
+        self.warm_marks: list[tuple[str, float]] = []  # (device, seconds since this tally began)
 
-    def warm(self) -> None:
+    def warm(self, device: str = "") -> None:
         """One device has computed its first batch (compilation and warm-up are behind it): the
         steady window restarts here, so in the end it opens at the last device's mark."""
         with self._lock:
             self._warm_at, self._since_warm = time.monotonic(), 0
+            self.warm_marks.append((device, self._warm_at - self._started))
 
     def steady_window(self) -> tuple[int, float] | None:
         """(items finished, seconds) after every device reported `warm`; None when nothing finished then."""
