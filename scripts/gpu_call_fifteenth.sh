@@ -29,7 +29,7 @@ devices-start)  # run 89 had both GPUs idle ~60 s into --devices all and cuda:1 
   export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
   DATA=/tmp/lseg_bench
   timeout 120 python3 scripts/bench_images.py $DATA/one 1024 480x640 || exit 1
-  for c in a b c d e f g h i j k l m n o p; do cp -r $DATA/one $DATA/x16/$c 2>/dev/null || { mkdir -p $DATA/x16; cp -r $DATA/one $DATA/x16/$c; }; done
+  mkdir -p $DATA/x16 && for c in a b c d e f g h i j k l m n o p; do cp -r $DATA/one $DATA/x16/$c; done
   ls $DATA/x16/*/*.jpg | wc -l
   run() {  # label, limit, extract arguments...
     local label=$1 limit=$2; shift 2
