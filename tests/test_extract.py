@@ -264,8 +264,9 @@ def test_two_cpu_processes_share_the_queue_and_match_one(run, images, tmp_path):
     assert summary.ok == 6 and summary.device == "cpu,cpu"
     # each process that got a chunk warmed up once (one may claim all 3 chunks first); warm-ups overlap, not summed
     assert summary.stages.warmup_items in (2, 4) and summary.stages.warmup < summary.seconds
-    assert [d for d, _ in summary.warm_marks] in (["cpu"], ["cpu", "cpu"])  # the parent heard each warm process
-    assert all(0 < t < summary.seconds for _, t in summary.warm_marks)
+    assert [m.device for m in summary.warm_marks] in (["cpu"], ["cpu", "cpu"])  # the parent heard each process
+    assert all(0 < m.load and 0 < m.first_batch and m.load + m.first_batch < m.at < summary.seconds
+               for m in summary.warm_marks)
     a, b = feature_files(tmp_path / "one"), feature_files(tmp_path / "two")
     assert sorted(b) == ids
     for item_id in ids:
@@ -331,22 +332,35 @@ def test_steady_window_opens_when_the_last_device_is_warm(monkeypatch):
     tally(ok)  # 21.0
     assert tally.steady_window() == (3, 10.0)  # items at 12, 20, 21 over 21 - 11 s
     assert tally.ok == 5 and tally.failed == 1
-    assert tally.warm_marks == [("A", 1.5), ("B", 10.5)]
+    assert [(m.device, m.at) for m in tally.warm_marks] == [("A", 1.5), ("B", 10.5)]
 
 
 def test_summary_names_when_each_device_joined():
     """With several devices, a late one (a slow start, a cold compile) must show in the closing lines."""
     from lseg_encoder.extract.pipeline import StageTimes
-    from lseg_encoder.extract.summary import ExtractSummary
+    from lseg_encoder.extract.summary import ExtractSummary, WarmMark
 
     def lines(marks):
         return ExtractSummary(out=None, total=4, skipped=0, ok=4, failed=0, seconds=60.0, bytes=0,
                               stages=StageTimes(), device="cuda:0,cuda:1", backend="compiled",
                               warm_marks=marks).lines()
 
-    joined = [line for line in lines([("cuda:0", 26.4), ("cuda:1", 40.05)]) if line.startswith("first batch")]
-    assert joined and "cuda:0 26.4 s, cuda:1 40.0 s" in joined[0]
-    assert not any(line.startswith("first batch") for line in lines([("cuda:0", 26.4)]))
+    early, late = WarmMark("cuda:0", 26.4, 4.0, 20.0), WarmMark("cuda:1", 40.3, 4.0, 20.0)
+    joined = [line for line in lines([early, late]) if line.startswith("first batch")]
+    assert joined == ["first batch done at: cuda:0 26.4 s (start 2.4, model load 4.0, first batch 20.0), "
+                      "cuda:1 40.3 s (start 16.3, model load 4.0, first batch 20.0)"]
+    assert not any(line.startswith("first batch") for line in lines([early]))
+
+
+def test_device_processes_share_the_cores(monkeypatch):
+    """Each device process gets its share of torch's CPU threads, unless the user chose (OMP_NUM_THREADS)."""
+    from lseg_encoder.extract import devices
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices.os, "cpu_count", lambda: 32)
+    assert [devices.threads_per_device(n) for n in (1, 2, 3, 64)] == [32, 16, 10, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert devices.threads_per_device(2) is None
 
 
 def test_stage_times_keep_the_longest_warmup_of_parallel_devices():

@@ -221,7 +221,7 @@ def _run_engine(engine, spec: JobSpec, output: Output, plan: list[Item], tally, 
     computer = FeatureComputer(spec, encoder)
     try:
         return run_items(spec, output, plan, new_counter(), tally, computer=computer,
-                         warm=lambda: tally.warm(str(computer.device)))
+                         warm=lambda load, first: tally.warm(str(computer.device), load, first))
     finally:
         computer.close()
 

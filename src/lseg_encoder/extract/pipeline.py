@@ -60,9 +60,11 @@ class Output:
 
 
 def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: Callable[[Record], None],
-              computer: FeatureComputer | None = None, warm: Callable[[], None] | None = None) -> StageTimes:
-    """Process the chunks of `items` that this process claims from `counter`; `warm()` is called once,
-    after the first batch has been computed (after its items were emitted)."""
+              computer: FeatureComputer | None = None,
+              warm: Callable[[float, float], None] | None = None) -> StageTimes:
+    """Process the chunks of `items` that this process claims from `counter`; `warm(load, first_batch)`
+    is called once, after the first batch has been computed (after its items were emitted), with the
+    seconds this process spent loading the model and then reaching that point."""
     times = StageTimes()
     t0 = time.perf_counter()
     own = computer is None
@@ -97,7 +99,7 @@ def run_items(spec: JobSpec, output: Output, items: list[Item], counter, emit: C
                 computer.runner.synchronize()
                 times.warmup, times.warmup_items = time.perf_counter() - started, min(spec.batch, len(items))
                 if warm is not None:
-                    warm()
+                    warm(times.load, times.warmup)
         if pending is not None:
             times.add(finish_chunk(pending, output, writer, emit))
         writer.close()

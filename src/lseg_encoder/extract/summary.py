@@ -5,9 +5,26 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .manifest import Record
 from .pipeline import StageTimes
+
+
+class WarmMark(NamedTuple):
+    """One device's first batch: `at` seconds after the job began (the tally's clock), of which `load`
+    went to loading the model and `first_batch` to compiling and computing its first batch in that
+    device's process; the rest is the process's own start."""
+
+    device: str
+    at: float
+    load: float
+    first_batch: float
+
+    def describe(self) -> str:
+        start = max(0.0, self.at - self.load - self.first_batch)
+        return (f"{self.device} {self.at:.1f} s (start {start:.1f}, model load {self.load:.1f}, "
+                f"first batch {self.first_batch:.1f})")
 
 
 @dataclass
@@ -24,7 +41,7 @@ class ExtractSummary:
     backend: str
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
     steady: tuple[int, float] | None = None  # (items, seconds) once every device was warm: Tally.steady_window
-    warm_marks: list[tuple[str, float]] = field(default_factory=list)  # (device, seconds from the start): Tally
+    warm_marks: list[WarmMark] = field(default_factory=list)  # when each device finished its first batch: Tally
 
     @property
     def images_per_second(self) -> float:
@@ -57,8 +74,7 @@ class ExtractSummary:
             f"{s.wait:.1f} s | compute {s.compute:.1f} s | write {s.write:.1f} s (writer threads)",
         ]
         if len(self.warm_marks) > 1:  # several devices: when each joined, so a late one shows
-            out.append("first batch done at " + ", ".join(f"{d} {t:.1f} s" for d, t in self.warm_marks)
-                       + " (from the start; each includes its process's start, model load and compilation)")
+            out.append("first batch done at: " + ", ".join(m.describe() for m in self.warm_marks))
         for item_id, reason in self.failures[:10]:
             out.append(f"failed: {item_id}: {reason}")
         if len(self.failures) > 10:
@@ -88,14 +104,14 @@ class Tally:
         self._since_warm = 0
         self._last_ok = 0.0
         self._started = time.monotonic()
-        self.warm_marks: list[tuple[str, float]] = []  # (device, seconds since this tally began)
+        self.warm_marks: list[WarmMark] = []
 
-    def warm(self, device: str = "") -> None:
+    def warm(self, device: str = "", load: float = 0.0, first_batch: float = 0.0) -> None:
         """One device has computed its first batch (compilation and warm-up are behind it): the
         steady window restarts here, so in the end it opens at the last device's mark."""
         with self._lock:
             self._warm_at, self._since_warm = time.monotonic(), 0
-            self.warm_marks.append((device, self._warm_at - self._started))
+            self.warm_marks.append(WarmMark(device, self._warm_at - self._started, load, first_batch))
 
     def steady_window(self) -> tuple[int, float] | None:
         """(items finished, seconds) after every device reported `warm`; None when nothing finished then."""
