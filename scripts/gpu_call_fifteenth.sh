@@ -8,7 +8,8 @@
 #        Inductor's cache for both), then --devices all, then the byte identity of one GPU's and all GPUs' files;
 #        run 87's cold --devices all had hit its 120 s limit with no output
 #   devices-start (nvidia-h100-x2 / nvidia-h200-x2) - when each device joins a --devices all run (16384 images),
-#        cold and warm, against one GPU in the same call, and with fewer CPU threads a process
+#        cold and warm, against one GPU in the same call, and with fewer CPU threads a process (run 90);
+#        `devices-start threads` (run 91): cold and warm again after each device process took its share of the cores
 set -u
 . "$(dirname "$0")/gpu_env.sh"
 export LSEG_CACHE_DIR=$PWD/.artifact-cache
@@ -37,6 +38,13 @@ devices-start)  # run 89 had both GPUs idle ~60 s into --devices all and cuda:1 
     PYTHONFAULTHANDLER=1 /usr/bin/time -f "wall %e s" timeout -s ABRT -k 15 "$limit" python3 -m lseg_encoder.cli \
       extract $DATA/x16 --sink none --size 480 --batch 16 --workers 8 --no-progress "$@" 2>&1 | noise | tail -30
   }
+  if [ "${2:-}" = threads ]; then  # run 91: after each device process took its share of the cores
+    {
+      run "all GPUs, 16384 images, caches cold (both compile side by side)" 170 --devices all
+      run "all GPUs again, caches warm" 130 --devices all
+    } 2>&1 | tee "$OUT/devices_threads.log"
+    exit 0
+  fi
   {
     run "all GPUs, 16384 images, caches cold (both compile side by side)" 200 --devices all
     run "all GPUs again, caches warm" 150 --devices all
