@@ -14,7 +14,8 @@ from .pipeline import StageTimes
 class WarmMark(NamedTuple):
     """One device's first batch: `at` seconds after the job began (the tally's clock), of which `load`
     went to loading the model and `first_batch` to compiling and computing its first batch in that
-    device's process; the rest is the process's own start."""
+    device's process. The rest, `start`, is everything else before it: spawning and importing (with
+    `--devices`), choosing the device, starting the decode workers."""
 
     device: str
     at: float
