@@ -1,6 +1,7 @@
 """Where a `--devices` process's start goes (run 91: 33-38 s from spawn to its model load on 2 H200s,
 against ~1.2 s here on the CPU): the same spawn as `extract.devices.run_devices`, with the job's real
-arguments (a JobSpec, an Output, 16384 Items), and a time stamp after each step of `_worker`'s start."""
+arguments (a JobSpec, an Output, 16384 Items), and a time stamp after each step of `_worker`'s start,
+up to its decode workers' first chunk."""
 
 import sys
 import time
@@ -29,8 +30,20 @@ def child(t0: float, spec, output, plan, device: str) -> None:
     from lseg_encoder.extract.compute import FeatureComputer
 
     stamp("import extract.compute")
-    FeatureComputer(spec.on(device))
+    computer = FeatureComputer(spec.on(device))
     stamp("FeatureComputer built (model load)")
+    from lseg_encoder.extract.decode import Decoder
+    from lseg_encoder.extract.loader import chunk_loader, new_counter
+
+    loader = chunk_loader(plan[:64], chunk=spec.batch, decoder=Decoder(spec.native_size, output.max_pixels),
+                          counter=new_counter(), workers=output.workers, stack=True,
+                          pin_memory=computer.device.type == "cuda")
+    stream = iter(loader)
+    import multiprocessing
+
+    stamp(f"{output.workers} decode workers started (iter(loader), {multiprocessing.get_start_method()})")
+    next(stream)
+    stamp("first decoded chunk (every item fails: the paths do not exist)")
 
 
 def main() -> None:
