@@ -41,7 +41,9 @@ def child(t0: float, spec, output, plan, device: str) -> None:
     stream = iter(loader)
     import multiprocessing
 
-    stamp(f"{output.workers} decode workers started (iter(loader), {multiprocessing.get_start_method()})")
+    ctx = loader.multiprocessing_context
+    how = ctx.get_start_method() if ctx is not None else multiprocessing.get_start_method()
+    stamp(f"{output.workers} decode workers started (iter(loader), {how})")
     next(stream)
     stamp("first decoded chunk (every item fails: the paths do not exist)")
 

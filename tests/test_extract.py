@@ -411,3 +411,23 @@ def test_native_batch_asks_the_runner_for_the_stored_dtype_with_the_same_values(
     for got, full in zip(stored, raw):
         assert got.dtype == np.dtype(dtype.replace("fp", "float")) and full.dtype == np.float32
         np.testing.assert_array_equal(got, full.astype(got.dtype))
+
+
+def test_decode_workers_are_forked_whatever_started_this_process():
+    """A `--devices` process is spawned and inherits spawn; its decode workers must still fork, or each
+    imports torch again before its first chunk (5-7 s on 2 cores, scripts/gpu_spawn_probe.py)."""
+    import sys
+
+    from lseg_encoder.extract.decode import Decoder
+    from lseg_encoder.extract.inputs import Item
+    from lseg_encoder.extract.loader import chunk_loader, new_counter
+
+    if sys.platform != "linux":
+        pytest.skip("decode workers fork on Linux only; elsewhere the platform's start method is kept")
+
+    def loader(workers):
+        return chunk_loader([Item("a", "a.png")], chunk=1, decoder=Decoder((32, 32), None), counter=new_counter(),
+                            workers=workers, stack=True, pin_memory=False)
+
+    assert loader(2).multiprocessing_context.get_start_method() == "fork"
+    assert loader(0).multiprocessing_context is None  # no workers: decoding stays in this process
