@@ -148,7 +148,10 @@ class FeatureComputer:
             outs = self.recipe.run_many(arrays, forward)
         else:
             outs = [self.recipe.run(a, forward) for a in arrays]
-        return [self._to_host(self._stored(torch.as_tensor(o).to(self.device)[None], raw)).result()[0] for o in outs]
+        from ..runners.base import to_host_tensor
+
+        # one synchronous copy per output, as before the native path's overlap: nothing is queued behind it here
+        return [to_host_tensor(self._stored(torch.as_tensor(o).to(self.device)[None], raw)).numpy()[0] for o in outs]
 
     @property
     def _stores_runner_output(self) -> bool:
